@@ -1,0 +1,54 @@
+# Top-level entry points for people and CI; CMake does the real build.
+# `make deps && make` on a fresh Debian 12 machine gives build/nshost.
+
+BUILD      ?= build
+BUILD_ASAN ?= build-asan
+BUILD_TSAN ?= build-tsan
+JOBS       ?= 2
+CMAKE      ?= cmake
+CTEST      ?= ctest
+NSHOST     := $(BUILD)/nshost
+
+.PHONY: all deps run test test-main test-asan test-tsan bench clean
+
+all: $(BUILD)/CMakeCache.txt
+	$(CMAKE) --build $(BUILD) -j$(JOBS)
+
+# Configure once; `cmake --build` re-runs CMake by itself when a
+# CMakeLists.txt changes.
+$(BUILD)/CMakeCache.txt:
+	$(CMAKE) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+deps:
+	bash tools/deps.sh
+
+run: all
+	$(NSHOST) examples/wordfreq.lua /usr/include
+
+# The sanitizer builds run only the C tests (label "c"): the Lua specs
+# under ASan/TSan would mostly test LuaJIT, which is not instrumented.
+# --no-tests=error keeps a lost label from passing as "nothing failed".
+test: test-main test-asan test-tsan
+
+test-main: all
+	$(CTEST) --test-dir $(BUILD) --output-on-failure
+
+test-asan:
+	$(CMAKE) -S . -B $(BUILD_ASAN) -DNSHOST_SANITIZE=address \
+	  -DCMAKE_BUILD_TYPE=Debug
+	$(CMAKE) --build $(BUILD_ASAN) -j$(JOBS)
+	$(CTEST) --test-dir $(BUILD_ASAN) --output-on-failure -L c \
+	  --no-tests=error
+
+test-tsan:
+	$(CMAKE) -S . -B $(BUILD_TSAN) -DNSHOST_SANITIZE=thread \
+	  -DCMAKE_BUILD_TYPE=Debug
+	$(CMAKE) --build $(BUILD_TSAN) -j$(JOBS)
+	$(CTEST) --test-dir $(BUILD_TSAN) --output-on-failure -L c \
+	  --no-tests=error
+
+bench: all
+	NSHOST=$(NSHOST) bash bench/run.sh
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN)

@@ -1,0 +1,92 @@
+-- Helpers shared by the nshost bench scripts (loaded with dofile, so it
+-- works from any directory). See /BENCHMARKS.md for the rules they follow.
+
+local ffi = require("ffi")
+
+local M = {}
+
+-- pcall: a script may load this twice, and ffi.cdef refuses a second
+-- declaration of the same name.
+pcall(ffi.cdef, "struct bench_timespec { long sec; long nsec; };")
+pcall(ffi.cdef, "int clock_gettime(int clock, void *ts);")
+
+local ts = ffi.new("struct bench_timespec")
+local CLOCK_MONOTONIC = 1 -- Linux value
+
+
+-- Seconds on the monotonic clock, with nanosecond resolution.
+function M.now()
+  ffi.C.clock_gettime(CLOCK_MONOTONIC, ts)
+  return tonumber(ts.sec) + tonumber(ts.nsec) * 1e-9
+end
+
+
+-- Peak resident set of this process in KiB (VmHWM), or nil when /proc
+-- does not say.
+function M.rss_kb()
+  local f = io.open("/proc/self/status", "r")
+  if not f then return nil end
+  local text = f:read("*a")
+  f:close()
+  return tonumber(text:match("VmHWM:%s*(%d+)"))
+end
+
+
+-- n from the first script argument, for quick runs; default otherwise.
+function M.arg_n(default)
+  local a = arg and arg[1]
+  if a == nil then return default end
+  local n = tonumber(a)
+  if not n or n < 1 or n % 1 ~= 0 then
+    io.stderr:write("bench: n must be a positive integer, got '",
+                    tostring(a), "'\n")
+    os.exit(2)
+  end
+  return n
+end
+
+
+-- The p-th percentile (0 < p <= 1) of a sorted array, nearest rank.
+function M.percentile(sorted, p)
+  local i = math.ceil(p * #sorted)
+  return sorted[math.max(1, math.min(i, #sorted))]
+end
+
+
+-- Spawn a few empty jobs and wait for them, so that the worker threads
+-- exist before the clock starts (nshost creates them on first use).
+function M.warm_up()
+  local jobs = {}
+  for i = 1, 4 * runtime.threads() do
+    jobs[i] = runtime.spawn(function() return true end)
+  end
+  for _, job in ipairs(jobs) do job:await() end
+end
+
+
+local function num(v, fmt)
+  if v == nil then return "null" end
+  return string.format(fmt, v)
+end
+
+
+-- Print the one JSON line of BENCHMARKS.md, then exit non-zero when the
+-- result was wrong: a fast wrong answer is a failure.
+function M.report(r)
+  io.write(string.format(
+    '{"workload":"%s","system":"nshost","threads":%d,"n":%d,'
+    .. '"wall_s":%s,"ops_per_s":%s,"p50_us":%s,"p99_us":%s,'
+    .. '"rss_kb":%s,"ok":%s}\n',
+    r.workload, runtime.threads(), r.n, num(r.wall_s, "%.4f"),
+    num(r.ops_per_s, "%.0f"), num(r.p50_us, "%.1f"),
+    num(r.p99_us, "%.1f"), num(M.rss_kb(), "%d"),
+    r.ok and "true" or "false"))
+  io.stdout:flush()
+  if not r.ok then
+    io.stderr:write("bench: ", r.workload, ": wrong result: ",
+                    r.why or "?", "\n")
+    os.exit(1)
+  end
+end
+
+return M
