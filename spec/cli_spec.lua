@@ -452,6 +452,16 @@ describe("nshost command line", function()
       assert.are.equal("exiting\n", r.out)
       assert.is_true(r.secs < 10, ("took %.1f s"):format(r.secs))
     end)
+
+    it("os.exit works while a job runs a CPU loop", function()
+      local r = run_script(table.concat({
+        "runtime.spawn(function() while true do end end)",
+        "runtime.sleep(100)",
+        "os.exit(5)",
+      }, "\n"), "", { before = "--threads 2", timeout = 30 })
+      assert.are.equal(5, r.status, support.describe(r))
+      assert.is_true(r.secs < 20, ("took %.1f s"):format(r.secs))
+    end)
   end)
 
   describe("threads", function()
