@@ -1,0 +1,164 @@
+/*
+ * nshost.h - the public API of libnshost.
+ *
+ * libnshost runs Lua functions on a pool of worker threads.  Every worker
+ * owns one libuv loop and one LuaJIT state; nothing is shared between
+ * workers and nothing is stolen.  A job goes to a worker picked at random.
+ *
+ * This is the only header an embedder includes.  Functions that can fail
+ * return 0 or a negative NSHOST_E* code; on failure nothing has changed.
+ */
+#ifndef NSHOST_H
+#define NSHOST_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+# define NSHOST_EXTERN __attribute__((visibility("default")))
+#else
+# define NSHOST_EXTERN
+#endif
+
+struct lua_State;
+
+/* ---- Version ---------------------------------------------------------- */
+
+#define NSHOST_VERSION_MAJOR 0
+#define NSHOST_VERSION_MINOR 1
+#define NSHOST_VERSION_PATCH 0
+#define NSHOST_VERSION_STRING "0.1.0"
+#define NSHOST_VERSION_HEX \
+  ((NSHOST_VERSION_MAJOR << 16) | (NSHOST_VERSION_MINOR << 8) | \
+   NSHOST_VERSION_PATCH)
+
+/* The version the library was built as, e.g. "0.1.0". */
+NSHOST_EXTERN const char *nshost_version_string(void);
+/* The same as NSHOST_VERSION_HEX of the library's build. */
+NSHOST_EXTERN unsigned nshost_version(void);
+
+/* ---- Errors ----------------------------------------------------------- */
+
+/* One list makes the enum, nshost_err_name() and nshost_strerror(). */
+#define NSHOST_ERRNO_MAP(X)                                                \
+  X(EINVAL, -1001, "invalid argument")                                     \
+  X(ENOMEM, -1002, "not enough memory")                                    \
+  X(ESHUTDOWN, -1003, "runtime is shut down")                              \
+  X(ETIMEDOUT, -1004, "shutdown timed out with jobs still running")        \
+  X(ETHREAD, -1005, "cannot start a worker thread")                        \
+  X(ELUA, -1006, "Lua error")                                              \
+  X(EBUSY, -1007, "resource busy")
+
+typedef enum {
+#define NSHOST_ERR_ENUM(name, code, text) NSHOST_##name = (code),
+  NSHOST_ERRNO_MAP(NSHOST_ERR_ENUM)
+#undef NSHOST_ERR_ENUM
+  NSHOST_OK = 0
+} nshost_errno_t;
+
+/* Short text for an error code; never NULL. */
+NSHOST_EXTERN const char *nshost_strerror(int err);
+/* The code's name, e.g. "ESHUTDOWN"; never NULL. */
+NSHOST_EXTERN const char *nshost_err_name(int err);
+
+/* ---- Configuration ---------------------------------------------------- */
+
+typedef struct nshost_runtime_s nshost_runtime_t;
+typedef struct nshost_script_s nshost_script_t;
+
+enum {
+  NSHOST_LOG_ERROR = 0,
+  NSHOST_LOG_WARN = 1,
+  NSHOST_LOG_INFO = 2,
+  NSHOST_LOG_DEBUG = 3
+};
+
+/* Receives one whole line (no trailing newline).  Called from any thread,
+ * possibly several at once; it must be thread-safe. */
+typedef void (*nshost_log_cb)(int level, const char *line, void *ud);
+
+/* Runs in every new Lua state (each worker's and each script's) after the
+ * standard libraries and `runtime` are open, on the thread that owns the
+ * state.  worker_id is 0 for a script state.  Return 0 to go on; anything
+ * else is logged and the state is used as it is. */
+typedef int (*nshost_setup_cb)(struct lua_State *L, int worker_id,
+                               void *ud);
+
+typedef struct {
+  int threads;              /* workers; <= 0 means one per CPU */
+  const char *name;         /* thread name prefix, default "nshost" */
+  int shutdown_timeout_ms;  /* for nshost_runtime_free; default 5000 */
+  nshost_log_cb log;        /* NULL: the library prints nothing */
+  int log_level;            /* lines above this level are dropped */
+  void *log_ud;
+  nshost_setup_cb setup;    /* NULL: nothing extra in new states */
+  void *setup_ud;
+} nshost_config_t;
+
+/* Fills cfg with the defaults. */
+NSHOST_EXTERN void nshost_config_init(nshost_config_t *cfg);
+
+/* ---- Runtime ---------------------------------------------------------- */
+
+/* Creates a runtime; no thread starts until its first use.  cfg may be
+ * NULL for the defaults; it is copied (name included).  Any thread. */
+NSHOST_EXTERN int nshost_runtime_new(nshost_runtime_t **out,
+                                     const nshost_config_t *cfg);
+
+/* Starts the workers if they are not running yet.  Safe to call from
+ * many threads at once: the workers are created exactly once.  Returns
+ * NSHOST_ESHUTDOWN after shutdown, NSHOST_ETHREAD if a thread could not
+ * be created (then no worker runs and a later call tries again). */
+NSHOST_EXTERN int nshost_runtime_start(nshost_runtime_t *rt);
+
+/* The number of workers the runtime has or will have. */
+NSHOST_EXTERN int nshost_runtime_threads(const nshost_runtime_t *rt);
+
+/* How many worker threads this runtime has created so far (a test aid:
+ * it is never more than nshost_runtime_threads()). */
+NSHOST_EXTERN int nshost_runtime_started_threads(const nshost_runtime_t *rt);
+
+/* How many jobs failed with an error nobody awaited (each one was
+ * logged).  The nshost program exits non-zero when this is not 0. */
+NSHOST_EXTERN long nshost_runtime_unhandled_errors(const nshost_runtime_t *rt);
+
+/* Stops the runtime: new jobs are refused at once, running jobs get until
+ * timeout_ms to finish, then what is left is cancelled and its awaiters
+ * get an error.  Joins every worker that stopped and closes its state.
+ * Returns 0, or NSHOST_ETIMEDOUT when a worker was stuck in a job that
+ * never gave way (it is reported through the log and left running).
+ * Calling it again is harmless.  Not from a worker thread. */
+NSHOST_EXTERN int nshost_runtime_shutdown(nshost_runtime_t *rt,
+                                          int timeout_ms);
+
+/* Shuts down (with the configured timeout) if needed, then frees. */
+NSHOST_EXTERN void nshost_runtime_free(nshost_runtime_t *rt);
+
+/* ---- Scripts ---------------------------------------------------------- */
+
+/* A script state: a Lua state with the standard libraries and `runtime`,
+ * owned by the calling thread, with its own libuv loop where the results
+ * of its jobs arrive.  Use it only from the thread that created it. */
+NSHOST_EXTERN int nshost_script_new(nshost_runtime_t *rt,
+                                    nshost_script_t **out);
+
+/* The script's Lua state, to push functions and arguments onto. */
+NSHOST_EXTERN struct lua_State *nshost_script_lua(nshost_script_t *s);
+
+/* Runs the function below its nargs arguments on the stack as the main
+ * coroutine, so that it may await jobs and sleep, and drives the loop
+ * until it has returned and every job of the runtime has finished.
+ * Pops the function and arguments.  Returns 0, or NSHOST_ELUA with the
+ * error value and then a traceback string pushed (2 values). */
+NSHOST_EXTERN int nshost_script_run(nshost_script_t *s, int nargs);
+
+/* Closes the script's state (finalizers run) and frees it. */
+NSHOST_EXTERN void nshost_script_free(nshost_script_t *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NSHOST_H */

@@ -1,0 +1,77 @@
+-- runtime.lua: the `runtime` API as scripts and jobs see it.
+--
+-- The C core passes its primitives in `core`.  Waiting is done here
+-- because it yields: a task parks itself and yields to the scheduler;
+-- code that cannot yield (inside require, a sort comparator, a
+-- metamethod called from C, a coroutine of the user's own) turns the
+-- loop in place instead.
+local core = ...
+
+local yield, isyieldable = coroutine.yield, coroutine.isyieldable
+local done, park, wait, result = core.done, core.park, core.wait,
+  core.result
+local sleep_park, sleep_wait = core.sleep_park, core.sleep_wait
+local select, type, error, pcall, unpack = select, type, error, pcall,
+  unpack
+
+local Job = core.job_mt.__index
+
+local function pack(...)
+  return { n = select("#", ...), ... }
+end
+
+-- job:await() -> the values the job's function returned.  Raises the
+-- job's error (message, worker id and traceback) if it failed.  Awaiting
+-- again gives the same outcome again.
+function Job.await(job)
+  if not done(job) then
+    if isyieldable() and park(job) then
+      repeat yield() until done(job)
+    else
+      wait(job)
+    end
+  end
+  return result(job)
+end
+
+-- job:done() -> true once the outcome is there, without waiting.
+Job.done = done
+
+local runtime = {}
+
+runtime.spawn = core.spawn
+runtime.worker_id = core.worker_id
+runtime.threads = core.threads
+
+-- runtime.sleep(ms): suspends the calling job or script for ms
+-- milliseconds; its thread goes on running other jobs.
+function runtime.sleep(ms)
+  if isyieldable() and sleep_park(ms) then
+    yield()
+  else
+    sleep_wait(ms)
+  end
+end
+
+-- runtime.await_all(jobs) -> a list with, for each job, a table of its
+-- results (with n set to their number).  Raises the first error met,
+-- after every job has finished.
+function runtime.await_all(jobs)
+  if type(jobs) ~= "table" then
+    error("bad argument #1 to 'await_all' (table of jobs expected, got "
+      .. type(jobs) .. ")", 2)
+  end
+  local out, first_err = {}, nil
+  for i = 1, #jobs do
+    local r = pack(pcall(Job.await, jobs[i]))
+    if r[1] then
+      out[i] = pack(unpack(r, 2, r.n))
+    elseif first_err == nil then
+      first_err = { r[2] }
+    end
+  end
+  if first_err then error(first_err[1], 0) end
+  return out
+end
+
+return runtime

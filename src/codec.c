@@ -1,0 +1,748 @@
+/*
+ * codec.c - Lua values to one flat buffer and back, in another state.
+ *
+ * The format is a stream of tagged values.  Tables and Lua functions get
+ * an id, in the order they are first met, so a later reference to the
+ * same object is written as REF id and arrives as the same object: this
+ * keeps sharing and cycles, and lets a local function refer to itself.
+ * Both sides keep their id maps in reusable registry tables, so a
+ * message allocates nothing for them once they have grown.
+ *
+ * Encoding never raises on a bad value: it records what and where, and
+ * unwinds with -1, each level adding its step to the path.  Only running
+ * out of memory inside the Lua API can raise, and the scratch buffer
+ * belongs to the context, so nothing leaks then either.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "nsh.h"
+
+#define MAX_DEPTH 12000
+#define MAX_PATH 24            /* path steps shown in a message */
+#define LUA_TCDATA_JIT 10      /* LuaJIT's type number for cdata */
+
+enum {
+  T_NIL, T_FALSE, T_TRUE, T_NUM, T_STR, T_TABLE, T_REF, T_FUNC, T_STDFN
+};
+
+/* Registry keys: the addresses of these are unique. */
+static char key_stdname, key_stdfn, key_seen, key_objs, key_refs;
+static char key_dumps, key_loads;
+
+struct enc {
+  struct nsh_ctx *c;
+  lua_State *L;
+  struct nsh_buf *b;
+  int seen, objs, stdname, dumps;   /* stack indices of the tables */
+  int nobj;
+  int depth;
+  const char *what;
+  /* On failure: the reason, then the path, innermost step first. */
+  char why[160];
+  char path[MAX_PATH][72];
+  int npath;
+  int lost;                         /* steps left out of path[] */
+};
+
+struct dec {
+  lua_State *L;
+  const unsigned char *p, *end;
+  int refs, stdfn, loads;
+  int nobj;
+  int depth;
+  const char *err;
+};
+
+/* ---- Buffers ------------------------------------------------------------ */
+
+int nsh_buf_reserve(struct nsh_buf *b, size_t extra) {
+  size_t cap;
+  char *d;
+
+  if (b->cap - b->len >= extra)
+    return 0;
+  cap = b->cap ? b->cap : 256;
+  while (cap - b->len < extra)
+    cap *= 2;
+  d = realloc(b->data, cap);
+  if (d == NULL)
+    return -1;
+  b->data = d;
+  b->cap = cap;
+  return 0;
+}
+
+
+void nsh_buf_free(struct nsh_buf *b) {
+  free(b->data);
+  b->data = NULL;
+  b->len = b->cap = 0;
+}
+
+/* ---- Encoding ----------------------------------------------------------- */
+
+static int fail(struct enc *e, const char *why) {
+  snprintf(e->why, sizeof(e->why), "%s", why);
+  return -1;
+}
+
+
+/* Adds one step to the path of a failure, as it unwinds. */
+static int step(struct enc *e, const char *fmt, ...) {
+  va_list ap;
+
+  if (e->npath == MAX_PATH) {
+    e->lost++;
+    return -1;
+  }
+  va_start(ap, fmt);
+  vsnprintf(e->path[e->npath++], sizeof(e->path[0]), fmt, ap);
+  va_end(ap);
+  return -1;
+}
+
+
+static int put(struct enc *e, const void *p, size_t n) {
+  if (nsh_buf_reserve(e->b, n) != 0)
+    return fail(e, "not enough memory for the message");
+  memcpy(e->b->data + e->b->len, p, n);
+  e->b->len += n;
+  return 0;
+}
+
+
+static int put_byte(struct enc *e, int tag) {
+  unsigned char t = (unsigned char)tag;
+  return put(e, &t, 1);
+}
+
+
+static int put_varint(struct enc *e, uint64_t v) {
+  unsigned char tmp[10];
+  int n = 0;
+
+  do {
+    tmp[n] = (unsigned char)(v & 0x7f);
+    v >>= 7;
+    if (v != 0)
+      tmp[n] |= 0x80;
+    n++;
+  } while (v != 0);
+  return put(e, tmp, (size_t)n);
+}
+
+
+static int put_lstr(struct enc *e, const char *s, size_t n) {
+  if (put_varint(e, n) != 0)
+    return -1;
+  return put(e, s, n);
+}
+
+
+/* If the object at idx was met before, writes REF and returns 1;
+ * otherwise gives it the next id and returns 0. */
+static int remember(struct enc *e, int idx) {
+  lua_pushvalue(e->L, idx);
+  lua_rawget(e->L, e->seen);
+  if (!lua_isnil(e->L, -1)) {
+    int id = (int)lua_tointeger(e->L, -1);
+    lua_pop(e->L, 1);
+    if (put_byte(e, T_REF) != 0 || put_varint(e, (uint64_t)id) != 0)
+      return -1;
+    return 1;
+  }
+  lua_pop(e->L, 1);
+  e->nobj++;
+  lua_pushvalue(e->L, idx);
+  lua_pushinteger(e->L, e->nobj);
+  lua_rawset(e->L, e->seen);
+  lua_pushvalue(e->L, idx);
+  lua_rawseti(e->L, e->objs, e->nobj);
+  return 0;
+}
+
+
+static int encode(struct enc *e, int idx);
+
+
+/* A readable name for a table key in a path. */
+static void key_step(struct enc *e, int kidx) {
+  lua_State *L = e->L;
+
+  switch (lua_type(L, kidx)) {
+  case LUA_TSTRING:
+    step(e, "key '%.48s'", lua_tostring(L, kidx));
+    break;
+  case LUA_TNUMBER:
+    step(e, "key %.17g", lua_tonumber(L, kidx));
+    break;
+  case LUA_TBOOLEAN:
+    step(e, "key %s", lua_toboolean(L, kidx) ? "true" : "false");
+    break;
+  default:
+    step(e, "a key of type %s", luaL_typename(L, kidx));
+    break;
+  }
+}
+
+
+static int encode_table(struct enc *e, int idx) {
+  lua_State *L = e->L;
+  int r;
+
+  r = remember(e, idx);
+  if (r != 0)
+    return r < 0 ? -1 : 0;
+  if (put_byte(e, T_TABLE) != 0 ||
+      put_varint(e, (uint64_t)lua_objlen(L, idx)) != 0)
+    return -1;
+
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    if (encode(e, lua_gettop(L) - 1) != 0) {
+      key_step(e, lua_gettop(L) - 1);
+      lua_pop(L, 2);
+      return -1;
+    }
+    if (encode(e, lua_gettop(L)) != 0) {
+      key_step(e, lua_gettop(L) - 1);
+      lua_pop(L, 2);
+      return -1;
+    }
+    lua_pop(L, 1);
+  }
+  if (put_byte(e, T_NIL) != 0)
+    return -1;
+
+  /* The raw metatable, even behind a __metatable field, so an object
+   * arrives with its class. */
+  if (!lua_getmetatable(L, idx))
+    return put_byte(e, T_NIL);
+  r = encode(e, lua_gettop(L));
+  lua_pop(L, 1);
+  return r != 0 ? step(e, "metatable") : 0;
+}
+
+
+static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
+  (void)L;
+  return put(ud, p, n);
+}
+
+
+/* Writes the bytecode of the Lua function at idx.  A closure is dumped
+ * once and its bytecode kept in a weak table, so spawning the same
+ * function again costs a lookup. */
+static int put_bytecode(struct enc *e, int idx) {
+  lua_State *L = e->L;
+  size_t n, start;
+  const char *s;
+
+  lua_pushvalue(L, idx);
+  lua_rawget(L, e->dumps);
+  s = lua_tolstring(L, -1, &n);
+  if (s != NULL) {
+    lua_pop(L, 1);
+    return put_lstr(e, s, n);
+  }
+  lua_pop(L, 1);
+
+  /* Reserve room for the length, dump, then fill it in. */
+  start = e->b->len;
+  lua_pushvalue(L, idx);
+  if (put(e, "\0\0\0\0\0", 5) != 0 || lua_dump(L, dump_writer, e) != 0) {
+    lua_pop(L, 1);
+    return fail(e, "cannot dump the function's bytecode");
+  }
+  lua_pop(L, 1);
+  n = e->b->len - start - 5;
+  lua_pushvalue(L, idx);
+  lua_pushlstring(L, e->b->data + start + 5, n);
+  lua_rawset(L, e->dumps);
+  /* A fixed-width varint: five 7-bit groups hold any length < 32 GiB. */
+  for (int i = 0; i < 5; i++)
+    e->b->data[start + i] = (char)(((n >> (7 * i)) & 0x7f) |
+                                   (i < 4 ? 0x80 : 0));
+  return 0;
+}
+
+
+static int encode_function(struct enc *e, int idx) {
+  lua_State *L = e->L;
+  lua_Debug ar;
+  const char *name;
+  int r, i;
+
+  if (lua_iscfunction(L, idx)) {
+    lua_pushvalue(L, idx);
+    lua_rawget(L, e->stdname);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      return fail(e, "a C function that is not from the standard library "
+                     "(only standard functions cross, by name)");
+    }
+    name = lua_tostring(L, -1);
+    r = put_byte(e, T_STDFN) || put_lstr(e, name, strlen(name));
+    lua_pop(L, 1);
+    return r ? -1 : 0;
+  }
+
+  r = remember(e, idx);
+  if (r != 0)
+    return r < 0 ? -1 : 0;
+  lua_pushvalue(L, idx);
+  lua_getinfo(L, ">u", &ar);
+  if (put_byte(e, T_FUNC) != 0 || put_bytecode(e, idx) != 0 ||
+      put_varint(e, (uint64_t)ar.nups) != 0)
+    return -1;
+  for (i = 1; i <= ar.nups; i++) {
+    name = lua_getupvalue(L, idx, i);
+    if (encode(e, lua_gettop(L)) != 0) {
+      step(e, "upvalue '%.48s'", name != NULL ? name : "?");
+      lua_pop(L, 1);
+      return -1;
+    }
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+
+static int encode(struct enc *e, int idx) {
+  lua_State *L = e->L;
+  lua_Number d;
+  size_t n;
+  const char *s;
+  int r;
+
+  switch (lua_type(L, idx)) {
+  case LUA_TNIL:
+    return put_byte(e, T_NIL);
+  case LUA_TBOOLEAN:
+    return put_byte(e, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
+  case LUA_TNUMBER:
+    d = lua_tonumber(L, idx);
+    if (put_byte(e, T_NUM) != 0)
+      return -1;
+    return put(e, &d, sizeof(d));
+  case LUA_TSTRING:
+    s = lua_tolstring(L, idx, &n);
+    if (put_byte(e, T_STR) != 0)
+      return -1;
+    return put_lstr(e, s, n);
+  case LUA_TTABLE:
+  case LUA_TFUNCTION:
+    if (e->depth >= MAX_DEPTH)
+      return fail(e, "a value nested more than 12000 levels deep");
+    if (!lua_checkstack(L, 8))
+      return fail(e, "a value nested too deeply for the Lua stack");
+    e->depth++;
+    r = lua_istable(L, idx) ? encode_table(e, idx) : encode_function(e, idx);
+    e->depth--;
+    return r;
+  case LUA_TTHREAD:
+    return fail(e, "a coroutine (type thread), which belongs to the "
+                   "state that made it");
+  case LUA_TUSERDATA:
+  case LUA_TLIGHTUSERDATA:
+    return fail(e, "a userdata (C data that only its own state knows)");
+  case LUA_TCDATA_JIT:
+    return fail(e, "a cdata (FFI data is not copied between states)");
+  default:
+    return fail(e, "a value of an unknown type");
+  }
+}
+
+
+static void push_registry_table(lua_State *L, void *key, const char *mode) {
+  lua_pushlightuserdata(L, key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  if (!lua_isnil(L, -1))
+    return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  if (mode != NULL) {
+    lua_createtable(L, 0, 1);
+    lua_pushstring(L, mode);
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+  }
+  lua_pushlightuserdata(L, key);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+
+/* Forgets the ids of this message; the tables stay for the next. */
+static void forget(lua_State *L, int seen, int objs, int n) {
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L, objs, i);
+    lua_pushnil(L);
+    lua_rawset(L, seen);
+    lua_pushnil(L);
+    lua_rawseti(L, objs, i);
+  }
+}
+
+
+static void push_error(struct enc *e) {
+  luaL_Buffer b;
+  int i;
+
+  luaL_buffinit(e->L, &b);
+  luaL_addstring(&b, "cannot send ");
+  luaL_addstring(&b, e->why);
+  luaL_addstring(&b, " at ");
+  for (i = e->npath - 1; i >= 0; i--) {
+    luaL_addstring(&b, e->path[i]);
+    if (i == e->npath - 1 && e->lost > 0)
+      luaL_addstring(&b, " > ...");
+    if (i > 0)
+      luaL_addstring(&b, " > ");
+  }
+  luaL_pushresult(&b);
+}
+
+
+int nsh_codec_encode(struct nsh_ctx *c, lua_State *L, int first, int n,
+                     const char *what, int has_fn) {
+  struct enc e;
+  int base, i, r = 0;
+
+  if (first < 0)
+    first = lua_gettop(L) + first + 1;
+  luaL_checkstack(L, 16, "too many values to send");
+  memset(&e, 0, sizeof(e));
+  e.c = c;
+  e.L = L;
+  e.b = &c->scratch;
+  e.b->len = 0;
+  e.what = what;
+  base = lua_gettop(L);
+  push_registry_table(L, &key_seen, NULL);
+  push_registry_table(L, &key_objs, NULL);
+  push_registry_table(L, &key_stdname, NULL);
+  push_registry_table(L, &key_dumps, "k");
+  e.seen = base + 1;
+  e.objs = base + 2;
+  e.stdname = base + 3;
+  e.dumps = base + 4;
+
+  if (put_varint(&e, (uint64_t)n) != 0)
+    r = -1;
+  for (i = 0; i < n && r == 0; i++) {
+    if (encode(&e, first + i) != 0) {
+      if (has_fn && i == 0)
+        step(&e, "the function");
+      else
+        step(&e, "%s #%d", what, i + (has_fn ? 0 : 1));
+      r = -1;
+    }
+  }
+  forget(L, e.seen, e.objs, e.nobj);
+  lua_settop(L, base);
+  if (r != 0)
+    push_error(&e);
+  return r;
+}
+
+/* ---- Decoding ----------------------------------------------------------- */
+
+static int bad(struct dec *d, const char *why) {
+  d->err = why;
+  return -1;
+}
+
+
+static int get_varint(struct dec *d, uint64_t *v) {
+  uint64_t x = 0;
+  int shift = 0;
+
+  while (d->p < d->end && shift < 64) {
+    unsigned char b = *d->p++;
+    x |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      *v = x;
+      return 0;
+    }
+    shift += 7;
+  }
+  return bad(d, "a truncated number");
+}
+
+
+static int get_lstr(struct dec *d, const char **s, size_t *n) {
+  uint64_t len;
+
+  if (get_varint(d, &len) != 0)
+    return -1;
+  if (len > (uint64_t)(d->end - d->p))
+    return bad(d, "a truncated string");
+  *s = (const char *)d->p;
+  *n = (size_t)len;
+  d->p += len;
+  return 0;
+}
+
+
+static int decode(struct dec *d);
+
+
+static int decode_table(struct dec *d) {
+  lua_State *L = d->L;
+  uint64_t narr;
+  int t;
+
+  if (get_varint(d, &narr) != 0)
+    return -1;
+  lua_createtable(L, narr > 1u << 24 ? 1 << 24 : (int)narr, 0);
+  t = lua_gettop(L);
+  lua_pushvalue(L, t);
+  lua_rawseti(L, d->refs, ++d->nobj);
+
+  for (;;) {
+    if (d->p < d->end && *d->p == T_NIL) {
+      d->p++;
+      break;
+    }
+    if (decode(d) != 0 || decode(d) != 0)
+      return -1;
+    lua_rawset(L, t);
+  }
+  if (decode(d) != 0)
+    return -1;
+  if (lua_istable(L, -1))
+    lua_setmetatable(L, t);
+  else
+    lua_pop(L, 1);
+  return 0;
+}
+
+
+/* Functions without upvalues are loaded once per bytecode and shared;
+ * the cache is dropped whole when it grows past a bound. */
+#define MAX_LOADS 256
+
+static int load_function(struct dec *d, const char *bc, size_t n,
+                         uint64_t nups) {
+  lua_State *L = d->L;
+
+  if (nups == 0) {
+    lua_pushlstring(L, bc, n);
+    lua_rawget(L, d->loads);
+    if (!lua_isnil(L, -1))
+      return 0;
+    lua_pop(L, 1);
+  }
+  if (luaL_loadbuffer(L, bc, n, "=?") != 0) {
+    lua_pop(L, 1);
+    return bad(d, "bytecode that does not load");
+  }
+  if (nups == 0) {
+    lua_rawgeti(L, d->loads, 0);
+    int count = (int)lua_tointeger(L, -1) + 1;
+    lua_pop(L, 1);
+    if (count > MAX_LOADS) {
+      lua_newtable(L);
+      lua_pushlightuserdata(L, &key_loads);
+      lua_pushvalue(L, -2);
+      lua_rawset(L, LUA_REGISTRYINDEX);
+      lua_replace(L, d->loads);
+      count = 1;
+    }
+    lua_pushinteger(L, count);
+    lua_rawseti(L, d->loads, 0);
+    lua_pushlstring(L, bc, n);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, d->loads);
+  }
+  return 0;
+}
+
+
+static int decode_function(struct dec *d) {
+  lua_State *L = d->L;
+  const char *bc;
+  size_t n;
+  uint64_t nups, i;
+  int f;
+
+  if (get_lstr(d, &bc, &n) != 0 || get_varint(d, &nups) != 0)
+    return -1;
+  if (load_function(d, bc, n, nups) != 0)
+    return -1;
+  f = lua_gettop(L);
+  lua_pushvalue(L, f);
+  lua_rawseti(L, d->refs, ++d->nobj);
+  for (i = 1; i <= nups; i++) {
+    if (decode(d) != 0)
+      return -1;
+    if (lua_setupvalue(L, f, (int)i) == NULL)
+      lua_pop(L, 1);
+  }
+  return 0;
+}
+
+
+static int decode(struct dec *d) {
+  lua_State *L = d->L;
+  const char *s;
+  size_t n;
+  uint64_t id;
+  lua_Number x;
+  int tag, r;
+
+  if (d->p >= d->end)
+    return bad(d, "a truncated message");
+  if (!lua_checkstack(L, 8))
+    return bad(d, "a value nested too deeply for the Lua stack");
+  tag = *d->p++;
+  switch (tag) {
+  case T_NIL: lua_pushnil(L); return 0;
+  case T_FALSE: lua_pushboolean(L, 0); return 0;
+  case T_TRUE: lua_pushboolean(L, 1); return 0;
+  case T_NUM:
+    if ((size_t)(d->end - d->p) < sizeof(x))
+      return bad(d, "a truncated number");
+    memcpy(&x, d->p, sizeof(x));
+    d->p += sizeof(x);
+    lua_pushnumber(L, x);
+    return 0;
+  case T_STR:
+    if (get_lstr(d, &s, &n) != 0)
+      return -1;
+    lua_pushlstring(L, s, n);
+    return 0;
+  case T_REF:
+    if (get_varint(d, &id) != 0)
+      return -1;
+    if (id == 0 || id > (uint64_t)d->nobj)
+      return bad(d, "a reference to an unknown object");
+    lua_rawgeti(L, d->refs, (int)id);
+    return 0;
+  case T_STDFN:
+    if (get_lstr(d, &s, &n) != 0)
+      return -1;
+    lua_pushlstring(L, s, n);
+    lua_rawget(L, d->stdfn);
+    if (lua_isnil(L, -1))
+      return bad(d, "a standard function this state does not have");
+    return 0;
+  case T_TABLE:
+  case T_FUNC:
+    if (d->depth >= MAX_DEPTH)
+      return bad(d, "a value nested too deeply");
+    d->depth++;
+    r = tag == T_TABLE ? decode_table(d) : decode_function(d);
+    d->depth--;
+    return r;
+  default:
+    return bad(d, "an unknown tag");
+  }
+}
+
+
+static void clear_refs(lua_State *L, int refs, int n) {
+  for (int i = 1; i <= n; i++) {
+    lua_pushnil(L);
+    lua_rawseti(L, refs, i);
+  }
+}
+
+
+int nsh_codec_decode(struct nsh_ctx *c, lua_State *L, const char *data,
+                     size_t len) {
+  struct dec d;
+  uint64_t n, i;
+  int base;
+
+  (void)c;
+  memset(&d, 0, sizeof(d));
+  d.L = L;
+  d.p = (const unsigned char *)data;
+  d.end = d.p + len;
+  base = lua_gettop(L);
+  luaL_checkstack(L, 8, "too many values received");
+  push_registry_table(L, &key_refs, NULL);
+  push_registry_table(L, &key_stdfn, NULL);
+  push_registry_table(L, &key_loads, NULL);
+  d.refs = base + 1;
+  d.stdfn = base + 2;
+  d.loads = base + 3;
+
+  if (get_varint(&d, &n) != 0)
+    goto error;
+  if (n > 8000 || !lua_checkstack(L, (int)n + 8)) {
+    bad(&d, "too many values for the Lua stack");
+    goto error;
+  }
+  for (i = 0; i < n; i++)
+    if (decode(&d) != 0)
+      goto error;
+
+  clear_refs(L, d.refs, d.nobj);
+  for (i = 0; i < 3; i++)
+    lua_remove(L, base + 1);
+  return (int)n;
+
+error:
+  clear_refs(L, d.refs, d.nobj);
+  lua_settop(L, base);
+  lua_pushfstring(L, "cannot decode a message: %s", d.err);
+  return -1;
+}
+
+/* ---- Standard functions ------------------------------------------------- */
+
+static void add_std(lua_State *L, int names, int fns, const char *prefix,
+                    int tab) {
+  lua_pushnil(L);
+  while (lua_next(L, tab) != 0) {
+    if (lua_type(L, -2) == LUA_TSTRING && lua_iscfunction(L, -1)) {
+      if (prefix != NULL)
+        lua_pushfstring(L, "%s.%s", prefix, lua_tostring(L, -2));
+      else
+        lua_pushvalue(L, -2);
+      lua_pushvalue(L, -2);          /* key fn name fn */
+      lua_rawget(L, names);
+      if (lua_isnil(L, -1)) {        /* the first name found wins */
+        lua_pop(L, 1);
+        lua_pushvalue(L, -2);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, names);        /* names[fn] = name */
+      } else {
+        lua_pop(L, 1);
+      }
+      lua_pushvalue(L, -2);
+      lua_rawset(L, fns);            /* fns[name] = fn */
+    }
+    lua_pop(L, 1);
+  }
+}
+
+
+void nsh_codec_open(lua_State *L) {
+  static const char *const libs[] = {
+    "string", "table", "math", "io", "os", "coroutine", "debug",
+    "package", "bit", "jit", "runtime", NULL
+  };
+  int names, fns, i;
+
+  push_registry_table(L, &key_stdname, NULL);
+  push_registry_table(L, &key_stdfn, NULL);
+  names = lua_gettop(L) - 1;
+  fns = names + 1;
+  add_std(L, names, fns, NULL, LUA_GLOBALSINDEX);
+  for (i = 0; libs[i] != NULL; i++) {
+    lua_getglobal(L, libs[i]);
+    if (lua_istable(L, -1))
+      add_std(L, names, fns, libs[i], lua_gettop(L));
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 2);
+}

@@ -1,0 +1,217 @@
+/*
+ * ctx.c - one loop and one Lua state: the scheduler that workers and
+ * script states share.
+ *
+ * Lua code never runs inside a libuv callback.  Callbacks only mark
+ * tasks ready; tasks are resumed between turns of the loop.  That is
+ * what lets a task that cannot yield (inside require, a sort comparator,
+ * a metamethod) wait by turning the loop in place: uv_run is never
+ * entered twice on one loop.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "nsh.h"
+
+static char key_ctx;
+
+void nsh_worker_start_job(struct nsh_ctx *c, struct nsh_msg *m);
+void nsh_worker_job_done(struct nsh_ctx *c, struct nsh_task *t, int status);
+
+
+static void on_inbox(uv_async_t *a) {
+  struct nsh_ctx *c = a->data;
+  struct nsh_msg *m, *next;
+
+  for (m = nsh_inbox_take(&c->inbox); m != NULL; m = next) {
+    next = m->next;
+    if (m->kind == NSH_MSG_JOB)
+      nsh_worker_start_job(c, m);
+    else
+      nsh_job_finish(c, m);
+  }
+}
+
+
+int nsh_ctx_init(struct nsh_ctx *c, nshost_runtime_t *rt, int id) {
+  memset(c, 0, sizeof(*c));
+  c->rt = rt;
+  c->id = id;
+  c->tasks_ref = LUA_NOREF;
+  if (uv_loop_init(&c->loop) != 0)
+    return -1;
+  if (nsh_inbox_init(&c->inbox, &c->loop, on_inbox) != 0) {
+    uv_loop_close(&c->loop);
+    return -1;
+  }
+  c->inbox.async.data = c;
+  return 0;
+}
+
+
+struct nsh_ctx *nsh_ctx_of(lua_State *L) {
+  struct nsh_ctx *c;
+
+  lua_pushlightuserdata(L, &key_ctx);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  c = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return c;
+}
+
+
+int nsh_ctx_open_lua(struct nsh_ctx *c) {
+  const nshost_config_t *cfg = nsh_runtime_config(c->rt);
+  lua_State *L;
+
+  L = luaL_newstate();
+  if (L == NULL)
+    return NSHOST_ENOMEM;
+  c->L = L;
+  luaL_openlibs(L);
+  lua_pushlightuserdata(L, &key_ctx);
+  lua_pushlightuserdata(L, c);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  c->tasks_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+  nsh_lruntime_open(c, L);
+  nsh_codec_open(L);
+  if (cfg->setup != NULL && cfg->setup(L, c->id, cfg->setup_ud) != 0)
+    nsh_log(c->rt, NSHOST_LOG_WARN, "worker %d: the setup hook failed; "
+            "the state is used as it is", c->id);
+  lua_settop(L, 0);
+  return 0;
+}
+
+
+static void close_cb(uv_handle_t *h) {
+  /* The inbox's async handle is part of the context; the rest (timers)
+   * were allocated one by one. */
+  if (h->type != UV_ASYNC)
+    free(h);
+}
+
+
+static void close_walk(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h))
+    uv_close(h, close_cb);
+}
+
+
+/* Closes the state, then the loop with every handle left on it. */
+void nsh_ctx_close(struct nsh_ctx *c) {
+  if (c->L != NULL) {
+    lua_close(c->L);
+    c->L = NULL;
+  }
+  uv_walk(&c->loop, close_walk, NULL);
+  uv_run(&c->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&c->loop);
+  nsh_buf_free(&c->scratch);
+  free(c->ready);
+  c->ready = NULL;
+}
+
+/* ---- Tasks ---------------------------------------------------------------- */
+
+struct nsh_task *nsh_task_new(struct nsh_ctx *c, int nargs) {
+  lua_State *L = c->L;
+  struct nsh_task *t;
+
+  t = calloc(1, sizeof(*t));
+  if (t == NULL)
+    return NULL;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->tasks_ref);
+  t->co = lua_newthread(L);
+  t->ref = luaL_ref(L, -2);
+  lua_pop(L, 1);
+  if (nargs >= 0)
+    lua_xmove(L, t->co, nargs + 1);
+  return t;
+}
+
+
+void nsh_task_free(struct nsh_ctx *c, struct nsh_task *t) {
+  lua_rawgeti(c->L, LUA_REGISTRYINDEX, c->tasks_ref);
+  luaL_unref(c->L, -1, t->ref);
+  lua_pop(c->L, 1);
+  free(t);
+}
+
+
+void nsh_task_ready(struct nsh_ctx *c, struct nsh_task *t) {
+  struct nsh_task **r;
+  size_t cap, i;
+
+  t->waiting = 0;
+  if (c->rlen == c->rcap) {
+    cap = c->rcap ? c->rcap * 2 : 64;
+    r = malloc(cap * sizeof(*r));
+    /* A ready task that cannot be queued would be lost for good. */
+    if (r == NULL)
+      abort();
+    for (i = 0; i < c->rlen; i++)
+      r[i] = c->ready[(c->rhead + i) % c->rcap];
+    free(c->ready);
+    c->ready = r;
+    c->rcap = cap;
+    c->rhead = 0;
+  }
+  c->ready[(c->rhead + c->rlen) % c->rcap] = t;
+  c->rlen++;
+}
+
+
+void nsh_task_done(struct nsh_ctx *c, struct nsh_task *t, int status) {
+  t->status = status;
+  if (t->job != NULL)
+    nsh_worker_job_done(c, t, status);
+  else
+    c->main_done = 1;
+}
+
+
+static void resume(struct nsh_ctx *c, struct nsh_task *t) {
+  struct nsh_task *prev = c->current;
+  int nargs, status;
+
+  nargs = t->started ? 0 : lua_gettop(t->co) - 1;
+  t->started = 1;
+  c->current = t;
+  status = lua_resume(t->co, nargs);
+  c->current = prev;
+  if (status != LUA_YIELD) {
+    nsh_task_done(c, t, status);
+    return;
+  }
+  /* Parked tasks were put on a wait list by await or sleep.  Any other
+   * yield just gives way to the other ready tasks. */
+  lua_settop(t->co, 0);
+  if (!t->waiting)
+    nsh_task_ready(c, t);
+}
+
+
+void nsh_ctx_run_ready(struct nsh_ctx *c) {
+  size_t n;
+  struct nsh_task *t;
+
+  /* Only the tasks ready now: one that keeps yielding must not starve
+   * the loop. */
+  for (n = c->rlen; n > 0 && c->rlen > 0; n--) {
+    t = c->ready[c->rhead];
+    c->rhead = (c->rhead + 1) % c->rcap;
+    c->rlen--;
+    resume(c, t);
+  }
+}
+
+
+void nsh_ctx_turn(struct nsh_ctx *c) {
+  uv_run(&c->loop, c->rlen > 0 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+}

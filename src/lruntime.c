@@ -1,0 +1,391 @@
+/*
+ * lruntime.c - the `runtime` table: spawn, await, sleep and friends.
+ *
+ * The C functions here are the primitives; lua/runtime.lua builds the
+ * API on them (await and sleep read better in Lua, since they yield).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "nsh.h"
+
+#define JOB_MT "nshost.job"
+
+struct nsh_lua_source {
+  const char *name;
+  const char *code;
+  size_t len;
+};
+extern const struct nsh_lua_source nsh_lua_sources[];
+
+const char *nsh_job_error_text(struct nsh_msg *m, size_t *len,
+                               const char **rest, size_t *restlen);
+
+struct handle {
+  struct nsh_job *job;
+};
+
+
+static struct nsh_ctx *ctx(lua_State *L) {
+  return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+
+static struct nsh_job *check_job(lua_State *L, int idx) {
+  struct handle *h = luaL_checkudata(L, idx, JOB_MT);
+  return h->job;
+}
+
+/* ---- spawn ----------------------------------------------------------------- */
+
+static void spawn_site(lua_State *L, struct nsh_job *j) {
+  lua_Debug ar;
+
+  if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar))
+    snprintf(j->site, sizeof(j->site), "%s:%d", ar.short_src,
+             ar.currentline);
+  else
+    snprintf(j->site, sizeof(j->site), "?");
+}
+
+
+static int lspawn(lua_State *L) {
+  struct nsh_ctx *c = ctx(L);
+  struct handle *h;
+  struct nsh_job *j;
+  struct nsh_msg *m;
+  int err;
+
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  if (nsh_runtime_stopping(c->rt))
+    return luaL_error(L, "runtime.spawn: the runtime is shut down and "
+                         "takes no new jobs");
+  if (nsh_codec_encode(c, L, 1, lua_gettop(L), "argument", 1) != 0) {
+    lua_pushstring(L, "runtime.spawn: ");
+    lua_insert(L, -2);
+    lua_concat(L, 2);
+    return lua_error(L);
+  }
+
+  /* Lua allocations first: if one fails, nothing C-side is lost. */
+  h = lua_newuserdata(L, sizeof(*h));
+  h->job = NULL;
+  luaL_getmetatable(L, JOB_MT);
+  lua_setmetatable(L, -2);
+
+  j = calloc(1, sizeof(*j));
+  m = nsh_msg_new(NSH_MSG_JOB, c->scratch.len);
+  if (j == NULL || m == NULL) {
+    free(j);
+    free(m);
+    return luaL_error(L, "runtime.spawn: not enough memory");
+  }
+  memcpy(m->data, c->scratch.data, c->scratch.len);
+  atomic_init(&j->refs, 2);
+  j->origin = c;
+  j->has_handle = 1;
+  spawn_site(L, j);
+  m->job = j;
+
+  nsh_runtime_job_added(c->rt);
+  err = nsh_runtime_post(c->rt, m);
+  if (err != 0) {
+    nsh_runtime_job_ended(c->rt);
+    free(m);
+    free(j);
+    return luaL_error(L, "runtime.spawn: cannot queue the job: %s",
+                      nshost_strerror(err));
+  }
+  c->inflight++;
+  h->job = j;
+  return 1;
+}
+
+/* ---- Job handles ---------------------------------------------------------- */
+
+static int job_gc(lua_State *L) {
+  struct handle *h = lua_touserdata(L, 1);
+  struct nsh_job *j = h->job;
+
+  if (j == NULL)
+    return 0;
+  h->job = NULL;
+  j->has_handle = 0;
+  if (j->status != NSH_JOB_PENDING)
+    nsh_job_report(ctx(L), j);
+  nsh_job_release(j);
+  return 0;
+}
+
+
+static int job_tostring(lua_State *L) {
+  struct nsh_job *j = check_job(L, 1);
+  static const char *const st[] = { "pending", "done", "failed",
+                                    "cancelled" };
+
+  lua_pushfstring(L, "job (%s, spawned at %s)", st[j->status], j->site);
+  return 1;
+}
+
+
+/* done(job) -> true once the outcome has arrived. */
+static int ldone(lua_State *L) {
+  lua_pushboolean(L, check_job(L, 1)->status != NSH_JOB_PENDING);
+  return 1;
+}
+
+
+/* Parks the running task until the job ends.  False when L is not the
+ * task the scheduler runs (a coroutine of the user's own): then the
+ * caller must wait in place. */
+static int lpark(lua_State *L) {
+  struct nsh_job *j = check_job(L, 1);
+  struct nsh_ctx *c = ctx(L);
+  struct nsh_task *t = c->current;
+
+  if (t == NULL || t->co != L || j->status != NSH_JOB_PENDING) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  t->waiting = 1;
+  t->wnext = j->waiters;
+  j->waiters = t;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+
+/* Turns the loop in place until *flag is set: for callers that cannot
+ * yield.  Other ready tasks run meanwhile, so a job placed on this very
+ * worker still gets to run. */
+static int wait_in_place(lua_State *L, struct nsh_ctx *c, int *flag,
+                         int pending) {
+  while (*flag == pending) {
+    nsh_ctx_run_ready(c);
+    if (*flag != pending)
+      break;
+    if (atomic_load(&c->cancel))
+      return luaL_error(L, "the runtime shut down while this job waited");
+    nsh_ctx_turn(c);
+  }
+  return 0;
+}
+
+
+static int lwait(lua_State *L) {
+  struct nsh_job *j = check_job(L, 1);
+
+  return wait_in_place(L, ctx(L), &j->status, NSH_JOB_PENDING);
+}
+
+
+/* result(job) -> the job's results, or raises its error. */
+static int lresult(lua_State *L) {
+  struct nsh_job *j = check_job(L, 1);
+  struct nsh_ctx *c = ctx(L);
+  const char *text, *rest;
+  size_t len, restlen;
+  int n;
+
+  j->awaited = 1;
+  switch (j->status) {
+  case NSH_JOB_OK:
+    /* The handle stays on the stack, so the outcome stays alive. */
+    n = nsh_codec_decode(c, L, j->result->data, j->result->len);
+    return n >= 0 ? n : lua_error(L);
+  case NSH_JOB_FAILED:
+    text = nsh_job_error_text(j->result, &len, &rest, &restlen);
+    if (restlen > 1 && rest[0] == 1) {
+      /* The error value was not a string: raise the value itself. */
+      if (nsh_codec_decode(c, L, rest + 1, restlen - 1) < 0)
+        return lua_error(L);
+      return lua_error(L);
+    }
+    lua_pushlstring(L, text, len);
+    return lua_error(L);
+  case NSH_JOB_CANCELLED:
+    return luaL_error(L, "job cancelled: the runtime shut down before "
+                         "the job spawned at %s finished", j->site);
+  default:
+    return luaL_error(L, "job spawned at %s has not finished", j->site);
+  }
+}
+
+/* ---- sleep ----------------------------------------------------------------- */
+
+struct sleeper {
+  uv_timer_t timer;
+  struct nsh_task *task;    /* parked task, or NULL when in place */
+  int fired;
+};
+
+
+static void free_handle(uv_handle_t *h) {
+  free(h);
+}
+
+
+static void on_wake(uv_timer_t *tm) {
+  struct sleeper *s = tm->data;
+
+  s->fired = 1;
+  if (s->task != NULL) {
+    nsh_task_ready(tm->loop->data, s->task);
+    uv_close((uv_handle_t *)tm, free_handle);
+  }
+}
+
+
+static struct sleeper *start_sleep(lua_State *L, struct nsh_ctx *c,
+                                   struct nsh_task *t) {
+  lua_Number ms = luaL_checknumber(L, 1);
+  struct sleeper *s;
+
+  luaL_argcheck(L, ms >= 0 && ms < 1e12, 1, "milliseconds from 0 up");
+  s = malloc(sizeof(*s));
+  if (s == NULL) {
+    luaL_error(L, "runtime.sleep: not enough memory");
+    return NULL;
+  }
+  s->task = t;
+  s->fired = 0;
+  uv_timer_init(&c->loop, &s->timer);
+  s->timer.data = s;
+  uv_timer_start(&s->timer, on_wake, (uint64_t)ms, 0);
+  return s;
+}
+
+
+/* Parks the running task for ms milliseconds; false if it cannot. */
+static int lsleep_park(lua_State *L) {
+  struct nsh_ctx *c = ctx(L);
+  struct nsh_task *t = c->current;
+
+  if (t == NULL || t->co != L) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  start_sleep(L, c, t);
+  t->waiting = 1;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+
+static int lsleep_wait(lua_State *L) {
+  struct nsh_ctx *c = ctx(L);
+  struct sleeper *s = start_sleep(L, c, NULL);
+
+  while (!s->fired) {
+    nsh_ctx_run_ready(c);
+    if (s->fired || atomic_load(&c->cancel))
+      break;
+    nsh_ctx_turn(c);
+  }
+  uv_close((uv_handle_t *)&s->timer, free_handle);
+  return 0;
+}
+
+/* ---- Small things ----------------------------------------------------------- */
+
+static int lworker_id(lua_State *L) {
+  lua_pushinteger(L, ctx(L)->id);
+  return 1;
+}
+
+
+static int lthreads(lua_State *L) {
+  lua_pushinteger(L, nshost_runtime_threads(ctx(L)->rt));
+  return 1;
+}
+
+
+/* os.exit in a script: stop the workers first, then leave.  Jobs still
+ * running are cancelled at once, as the process is going away. */
+static int los_exit(lua_State *L) {
+  nshost_runtime_shutdown(ctx(L)->rt, 0);
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 0);
+  return 0;
+}
+
+
+static int los_exit_worker(lua_State *L) {
+  return luaL_error(L, "os.exit cannot be called in a job on worker %d; "
+                       "return from the job, or call os.exit in the main "
+                       "script", ctx(L)->id);
+}
+
+/* ---- Opening ---------------------------------------------------------------- */
+
+static void set_fn(lua_State *L, struct nsh_ctx *c, const char *name,
+                   lua_CFunction f) {
+  lua_pushlightuserdata(L, c);
+  lua_pushcclosure(L, f, 1);
+  lua_setfield(L, -2, name);
+}
+
+
+static void load_module(lua_State *L, const char *name) {
+  const struct nsh_lua_source *s;
+  char chunk[64];
+
+  for (s = nsh_lua_sources; s->name != NULL; s++)
+    if (strcmp(s->name, name) == 0)
+      break;
+  /* The sources are compiled in: a missing one is a build error. */
+  if (s->name == NULL)
+    abort();
+  snprintf(chunk, sizeof(chunk), "=[nshost %s]", name);
+  if (luaL_loadbuffer(L, s->code, s->len, chunk) != 0)
+    lua_error(L);
+}
+
+
+void nsh_lruntime_open(struct nsh_ctx *c, lua_State *L) {
+  static const struct { const char *name; lua_CFunction f; } core[] = {
+    { "spawn", lspawn }, { "done", ldone }, { "park", lpark },
+    { "wait", lwait }, { "result", lresult },
+    { "sleep_park", lsleep_park }, { "sleep_wait", lsleep_wait },
+    { "worker_id", lworker_id }, { "threads", lthreads },
+    { NULL, NULL }
+  };
+  int i;
+
+  c->loop.data = c;
+  load_module(L, "runtime");
+  lua_newtable(L);
+  for (i = 0; core[i].name != NULL; i++)
+    set_fn(L, c, core[i].name, core[i].f);
+
+  luaL_newmetatable(L, JOB_MT);
+  set_fn(L, c, "__gc", job_gc);
+  set_fn(L, c, "__tostring", job_tostring);
+  lua_newtable(L);
+  lua_setfield(L, -2, "__index");
+  lua_setfield(L, -2, "job_mt");
+  lua_call(L, 1, 1);
+
+  lua_pushvalue(L, -1);
+  lua_setglobal(L, "runtime");
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "loaded");
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, "runtime");
+  lua_pop(L, 3);
+
+  lua_getglobal(L, "os");
+  if (c->id == 0) {
+    lua_pushlightuserdata(L, c);
+    lua_getfield(L, -2, "exit");
+    lua_pushcclosure(L, los_exit, 2);
+  } else {
+    lua_pushlightuserdata(L, c);
+    lua_pushcclosure(L, los_exit_worker, 1);
+  }
+  lua_setfield(L, -2, "exit");
+  lua_pop(L, 1);
+}

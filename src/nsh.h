@@ -1,0 +1,204 @@
+/*
+ * nsh.h - what the files of libnshost share.  Never installed.
+ */
+#ifndef NSH_H
+#define NSH_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+#include <lua.h>
+
+#include "nshost.h"
+
+/* ---- Messages and the inbox ------------------------------------------ */
+
+enum nsh_msg_kind {
+  NSH_MSG_JOB,       /* run data (function, args) as a job */
+  NSH_MSG_RESULT     /* the job finished: data holds its outcome */
+};
+
+enum nsh_job_status {
+  NSH_JOB_PENDING,
+  NSH_JOB_OK,        /* data: the results */
+  NSH_JOB_FAILED,    /* data: error value, traceback string */
+  NSH_JOB_CANCELLED  /* the runtime shut down first; no data */
+};
+
+struct nsh_job;
+
+/* One allocation: header and payload.  Moves between threads whole. */
+struct nsh_msg {
+  struct nsh_msg *next;
+  int kind;
+  int status;               /* results: an nsh_job_status */
+  int worker;               /* results: the worker that ran the job */
+  struct nsh_job *job;
+  size_t len;
+  char data[];
+};
+
+/* Multi-producer, single-consumer.  Producers append under the lock and
+ * wake the consumer only when the list was empty, so a burst of pushes
+ * costs one wake-up; the consumer takes the whole list at once. */
+struct nsh_inbox {
+  uv_mutex_t lock;
+  struct nsh_msg *head;
+  struct nsh_msg *tail;
+  int closed;
+  uv_async_t async;
+};
+
+struct nsh_msg *nsh_msg_new(int kind, size_t len);
+int nsh_inbox_init(struct nsh_inbox *ib, uv_loop_t *loop, uv_async_cb cb);
+/* 0, or -1 if the inbox is closed (the message stays the caller's). */
+int nsh_inbox_push(struct nsh_inbox *ib, struct nsh_msg *m);
+/* Takes every queued message, oldest first; NULL when empty. */
+struct nsh_msg *nsh_inbox_take(struct nsh_inbox *ib);
+/* Refuses later pushes and returns what was still queued. */
+struct nsh_msg *nsh_inbox_close(struct nsh_inbox *ib);
+void nsh_inbox_wake(struct nsh_inbox *ib);
+void nsh_inbox_destroy(struct nsh_inbox *ib);
+
+/* ---- Contexts: one loop, one Lua state, one thread ------------------- */
+
+struct nsh_task;
+struct nsh_ctx;
+
+/* A job as its spawner sees it.  Owned by the spawner's context: only
+ * that thread reads or writes it, except for refs. */
+struct nsh_job {
+  atomic_int refs;          /* the Lua handle, the message in flight */
+  struct nsh_ctx *origin;
+  int status;
+  int awaited;              /* the outcome was seen by someone */
+  int has_handle;
+  struct nsh_msg *result;   /* NSH_MSG_RESULT, kept for await */
+  struct nsh_task *waiters; /* tasks parked until it finishes */
+  char site[96];            /* where it was spawned, for reports */
+};
+
+/* A coroutine the scheduler runs: the main script or a job. */
+struct nsh_task {
+  lua_State *co;
+  int ref;                  /* anchors co in the context's task table */
+  struct nsh_job *job;      /* the job it runs (worker side), or NULL */
+  int waiting;              /* parked: on a job or a timer */
+  int started;              /* resumed at least once */
+  int status;               /* how the coroutine ended */
+  struct nsh_task *wnext;   /* next waiter on the same job */
+  struct nsh_task *prev, *next;  /* a worker's live job tasks */
+};
+
+struct nsh_buf {
+  char *data;
+  size_t len;
+  size_t cap;
+};
+
+struct nsh_ctx {
+  nshost_runtime_t *rt;
+  int id;                   /* 0: a script state, 1..T: a worker */
+  uv_loop_t loop;
+  lua_State *L;
+  struct nsh_inbox inbox;
+  struct nsh_task *current; /* the task running now, if any */
+  struct nsh_task **ready;  /* ring of tasks to resume */
+  size_t rhead, rlen, rcap;
+  struct nsh_task *tasks;   /* job tasks alive (workers) */
+  int ntasks;
+  struct nsh_buf scratch;   /* the encoder's buffer, reused */
+  int tasks_ref;            /* registry: task table (coroutines) */
+  int main_done;            /* scripts: the main task has ended */
+  long inflight;            /* jobs spawned here, outcome not back */
+  atomic_int stopping;      /* workers: finish, then leave the loop */
+  atomic_int cancel;        /* workers: past the deadline */
+  atomic_int exited;
+  uv_thread_t thread;
+};
+
+int nsh_ctx_init(struct nsh_ctx *c, nshost_runtime_t *rt, int id);
+/* Creates c->L on the calling thread; runs the embedder's setup. */
+int nsh_ctx_open_lua(struct nsh_ctx *c);
+void nsh_ctx_close(struct nsh_ctx *c);
+/* Resumes every ready task once (and those they make ready). */
+void nsh_ctx_run_ready(struct nsh_ctx *c);
+/* One turn of the loop: waits for an event unless tasks are ready. */
+void nsh_ctx_turn(struct nsh_ctx *c);
+/* Creates a task for the function and nargs args on c->L's top;
+ * pops them.  NULL if out of memory. */
+struct nsh_task *nsh_task_new(struct nsh_ctx *c, int nargs);
+void nsh_task_ready(struct nsh_ctx *c, struct nsh_task *t);
+/* Called when a task's coroutine returns or fails; the worker and the
+ * script each have their own. */
+void nsh_task_done(struct nsh_ctx *c, struct nsh_task *t, int status);
+/* Frees t and unanchors its coroutine. */
+void nsh_task_free(struct nsh_ctx *c, struct nsh_task *t);
+/* The context of a Lua state created by nsh_ctx_open_lua. */
+struct nsh_ctx *nsh_ctx_of(lua_State *L);
+
+/* The worker this thread runs, or NULL (a C thread-local). */
+struct nsh_ctx *nsh_worker_self(void);
+
+/* ---- Jobs ------------------------------------------------------------ */
+
+void nsh_job_release(struct nsh_job *j);
+/* Handles an arrived result on the origin's thread. */
+void nsh_job_finish(struct nsh_ctx *c, struct nsh_msg *m);
+/* Sends a job's outcome home, or drops it if home has closed. */
+void nsh_job_reply(nshost_runtime_t *rt, struct nsh_msg *m);
+/* Logs a failed job whose outcome nobody saw. */
+void nsh_job_report(struct nsh_ctx *c, struct nsh_job *j);
+
+/* ---- The runtime ------------------------------------------------------ */
+
+/* Starts the pool if needed; returns the workers or NULL with *err. */
+struct nsh_ctx *nsh_runtime_workers(nshost_runtime_t *rt, int *err);
+/* Queues m on a random worker. 0, or NSHOST_ESHUTDOWN. */
+int nsh_runtime_post(nshost_runtime_t *rt, struct nsh_msg *m);
+/* The count of jobs not yet finished, across the runtime. */
+void nsh_runtime_job_added(nshost_runtime_t *rt);
+void nsh_runtime_job_ended(nshost_runtime_t *rt);
+long nsh_runtime_jobs(nshost_runtime_t *rt);
+/* The script context woken when the last job ends. */
+void nsh_runtime_set_home(nshost_runtime_t *rt, struct nsh_ctx *c);
+/* Forgets c as home if it is; after it returns, nobody wakes c. */
+void nsh_runtime_clear_home(nshost_runtime_t *rt, struct nsh_ctx *c);
+void nsh_runtime_unhandled(nshost_runtime_t *rt);
+int nsh_runtime_stopping(nshost_runtime_t *rt);
+const nshost_config_t *nsh_runtime_config(nshost_runtime_t *rt);
+void nsh_log(nshost_runtime_t *rt, int level, const char *fmt, ...)
+#if defined(__GNUC__)
+  __attribute__((format(printf, 3, 4)))
+#endif
+  ;
+
+/* ---- Codec ------------------------------------------------------------ */
+
+/* Encodes the n values at L's index first.. into c->scratch.  The
+ * function about to be spawned, if any, is the value at first and is
+ * called "the function" in messages.  what names the values in messages
+ * ("argument", "result").  On failure pushes a message and returns -1;
+ * nothing else is left on the stack either way. */
+int nsh_codec_encode(struct nsh_ctx *c, lua_State *L, int first, int n,
+                     const char *what, int has_fn);
+/* Decodes every value of data onto L; returns how many, or -1 with an
+ * error message pushed. */
+int nsh_codec_decode(struct nsh_ctx *c, lua_State *L, const char *data,
+                     size_t len);
+/* Builds the per-state tables the codec needs (standard functions). */
+void nsh_codec_open(lua_State *L);
+
+/* ---- Lua API ----------------------------------------------------------- */
+
+/* Pushes the `runtime` table for c's state. */
+void nsh_lruntime_open(struct nsh_ctx *c, lua_State *L);
+
+/* ---- Buffers ---------------------------------------------------------- */
+
+int nsh_buf_reserve(struct nsh_buf *b, size_t extra);
+void nsh_buf_free(struct nsh_buf *b);
+
+#endif /* NSH_H */

@@ -1,0 +1,104 @@
+/*
+ * script.c - a script state: a Lua state on the embedder's (or the
+ * nshost program's) own thread, where the main script runs as a task.
+ */
+#include <stdlib.h>
+
+#include <lauxlib.h>
+
+#include "nsh.h"
+
+struct nshost_script_s {
+  struct nsh_ctx c;
+};
+
+
+int nshost_script_new(nshost_runtime_t *rt, nshost_script_t **out) {
+  nshost_script_t *s;
+  int err;
+
+  if (rt == NULL || out == NULL)
+    return NSHOST_EINVAL;
+  *out = NULL;
+  s = calloc(1, sizeof(*s));
+  if (s == NULL)
+    return NSHOST_ENOMEM;
+  if (nsh_ctx_init(&s->c, rt, 0) != 0) {
+    free(s);
+    return NSHOST_ENOMEM;
+  }
+  err = nsh_ctx_open_lua(&s->c);
+  if (err != 0) {
+    nsh_inbox_close(&s->c.inbox);
+    nsh_ctx_close(&s->c);
+    nsh_inbox_destroy(&s->c.inbox);
+    free(s);
+    return err;
+  }
+  *out = s;
+  return 0;
+}
+
+
+lua_State *nshost_script_lua(nshost_script_t *s) {
+  return s != NULL ? s->c.L : NULL;
+}
+
+
+int nshost_script_run(nshost_script_t *s, int nargs) {
+  struct nsh_ctx *c;
+  struct nsh_task *t;
+  lua_State *L;
+
+  if (s == NULL || nargs < 0 || lua_gettop(s->c.L) < nargs + 1)
+    return NSHOST_EINVAL;
+  c = &s->c;
+  L = c->L;
+  t = nsh_task_new(c, nargs);
+  if (t == NULL)
+    return NSHOST_ENOMEM;
+  nsh_runtime_set_home(c->rt, c);
+  c->main_done = 0;
+  nsh_task_ready(c, t);
+
+  /* Run until the script has returned and every job of the runtime has
+   * ended; an error ends the run at once. */
+  for (;;) {
+    nsh_ctx_run_ready(c);
+    if (c->main_done && (t->status != 0 || nsh_runtime_jobs(c->rt) == 0))
+      break;
+    nsh_ctx_turn(c);
+  }
+
+  if (t->status == 0) {
+    nsh_task_free(c, t);
+    return 0;
+  }
+  lua_xmove(t->co, L, 1);
+  luaL_traceback(L, t->co, NULL, 0);
+  nsh_task_free(c, t);
+  return NSHOST_ELUA;
+}
+
+
+void nshost_script_free(nshost_script_t *s) {
+  struct nsh_ctx *c;
+  struct nsh_msg *m, *next;
+
+  if (s == NULL)
+    return;
+  c = &s->c;
+
+  /* Workers may still answer this state's jobs: wait for those answers,
+   * unless the runtime has stopped (then they are all in). */
+  while (c->inflight > 0 && !nsh_runtime_stopping(c->rt))
+    nsh_ctx_turn(c);
+  nsh_runtime_clear_home(c->rt, c);
+  for (m = nsh_inbox_close(&c->inbox); m != NULL; m = next) {
+    next = m->next;
+    nsh_job_finish(c, m);
+  }
+  nsh_ctx_close(c);
+  nsh_inbox_destroy(&c->inbox);
+  free(s);
+}

@@ -1,0 +1,320 @@
+/*
+ * worker.c - a worker thread: its loop, its state, its jobs.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "nsh.h"
+
+void nsh_runtime_worker_exited(nshost_runtime_t *rt);
+
+/* Set when the worker starts and cleared when it exits. */
+static _Thread_local struct nsh_ctx *tls_worker;
+
+
+struct nsh_ctx *nsh_worker_self(void) {
+  return tls_worker;
+}
+
+/* ---- Outcomes ------------------------------------------------------------- */
+
+/* A result message around the context's scratch buffer. */
+static struct nsh_msg *scratch_msg(struct nsh_ctx *c, int status) {
+  struct nsh_msg *m;
+
+  m = nsh_msg_new(NSH_MSG_RESULT, c->scratch.len);
+  if (m == NULL)
+    return NULL;
+  memcpy(m->data, c->scratch.data, c->scratch.len);
+  m->status = status;
+  m->worker = c->id;
+  return m;
+}
+
+
+static void reply(struct nsh_ctx *c, struct nsh_job *j, struct nsh_msg *m) {
+  if (m == NULL) {
+    /* No memory even for the outcome: the awaiter learns it was lost
+     * rather than waiting for ever. */
+    m = nsh_msg_new(NSH_MSG_RESULT, 0);
+    if (m == NULL)
+      abort();
+    m->status = NSH_JOB_CANCELLED;
+    m->worker = c->id;
+  }
+  m->job = j;
+  nsh_job_reply(c->rt, m);
+}
+
+
+struct fail_args {
+  struct nsh_ctx *c;
+  lua_State *co;            /* for the traceback, or NULL */
+  const char *prefix;
+  struct nsh_msg *out;
+};
+
+/* Builds a FAILED outcome from the error value on top of L (a running
+ * state, not the dead coroutine).  Layout: varint length, the text
+ * (message and traceback), a flag byte, then the value itself encoded
+ * when it is not a string, so error({code = 7}) arrives as a table. */
+static int fail_p(lua_State *L) {
+  struct fail_args *a = lua_touserdata(L, 1);
+  struct nsh_ctx *c = a->c;
+  struct nsh_buf text = {0};
+  const char *s;
+  size_t n, vlen = 0;
+  int v, has_value;
+
+  lua_settop(L, 2);
+  v = 2;
+  if (luaL_callmeta(L, v, "__tostring") && lua_isstring(L, -1))
+    s = lua_tolstring(L, -1, &n);
+  else if (lua_isstring(L, v))
+    s = lua_tolstring(L, v, &n);
+  else if (lua_isnil(L, v))
+    s = "(error object is nil)", n = strlen(s);
+  else
+    s = lua_pushfstring(L, "(error object is a %s value)",
+                        luaL_typename(L, v)), n = strlen(s);
+  lua_pushfstring(L, "%s%s", a->prefix, s);
+  if (a->co != NULL) {
+    lua_pushfstring(L, "\nstack traceback (worker %d):", c->id);
+    luaL_traceback(L, a->co, NULL, 0);
+    /* Drop luaL_traceback's own first line, "stack traceback:". */
+    s = strchr(lua_tostring(L, -1), '\n');
+    lua_pushstring(L, s != NULL ? s : "");
+    lua_remove(L, -2);
+    lua_concat(L, 3);
+  }
+  s = lua_tolstring(L, -1, &n);
+  if (nsh_buf_reserve(&text, n + 16) != 0)
+    return luaL_error(L, "not enough memory");
+  memcpy(text.data, s, n);
+  text.len = n;
+
+  has_value = !lua_isstring(L, v) && !lua_isnil(L, v) &&
+              nsh_codec_encode(c, L, v, 1, "error value", 0) == 0;
+  if (has_value)
+    vlen = c->scratch.len;
+  a->out = nsh_msg_new(NSH_MSG_RESULT, 10 + n + 1 + vlen);
+  if (a->out != NULL) {
+    char *p = a->out->data;
+    size_t k = n;
+    do {
+      *p++ = (char)((k & 0x7f) | (k > 0x7f ? 0x80 : 0));
+      k >>= 7;
+    } while (k != 0);
+    memcpy(p, text.data, n);
+    p += n;
+    *p++ = (char)has_value;
+    if (has_value)
+      memcpy(p, c->scratch.data, vlen);
+    a->out->len = (size_t)(p - a->out->data) + vlen;
+    a->out->status = NSH_JOB_FAILED;
+    a->out->worker = c->id;
+  }
+  nsh_buf_free(&text);
+  return 0;
+}
+
+
+/* The error value is on top of c->L; pops it. */
+static struct nsh_msg *failed_msg(struct nsh_ctx *c, lua_State *co,
+                                  const char *prefix) {
+  struct fail_args a = { c, co, prefix, NULL };
+
+  lua_pushcfunction(c->L, fail_p);
+  lua_pushlightuserdata(c->L, &a);
+  lua_pushvalue(c->L, -3);
+  if (lua_pcall(c->L, 2, 0, 0) != 0)
+    lua_pop(c->L, 1);
+  lua_pop(c->L, 1);
+  return a.out;
+}
+
+/* ---- Jobs ------------------------------------------------------------------ */
+
+struct start_args {
+  struct nsh_ctx *c;
+  struct nsh_msg *m;
+  struct nsh_task *t;
+};
+
+/* Decodes a job onto a fresh task.  Runs protected, on c->L, so that
+ * running out of memory is an error the job's awaiter gets. */
+static int start_p(lua_State *L) {
+  struct start_args *a = lua_touserdata(L, 1);
+  int n;
+
+  lua_settop(L, 0);
+  n = nsh_codec_decode(a->c, L, a->m->data, a->m->len);
+  if (n < 0)
+    return lua_error(L);
+  a->t = nsh_task_new(a->c, n - 1);
+  if (a->t == NULL)
+    return luaL_error(L, "not enough memory");
+  return 0;
+}
+
+
+static void link_task(struct nsh_ctx *c, struct nsh_task *t) {
+  t->prev = NULL;
+  t->next = c->tasks;
+  if (c->tasks != NULL)
+    c->tasks->prev = t;
+  c->tasks = t;
+  c->ntasks++;
+}
+
+
+static void unlink_task(struct nsh_ctx *c, struct nsh_task *t) {
+  if (t->prev != NULL)
+    t->prev->next = t->next;
+  else
+    c->tasks = t->next;
+  if (t->next != NULL)
+    t->next->prev = t->prev;
+  c->ntasks--;
+}
+
+
+static void cancel_msg(struct nsh_ctx *c, struct nsh_msg *m) {
+  struct nsh_job *j = m->job;
+
+  free(m);
+  reply(c, j, NULL);
+}
+
+
+void nsh_worker_start_job(struct nsh_ctx *c, struct nsh_msg *m) {
+  struct start_args a = { c, m, NULL };
+  int status;
+
+  if (atomic_load(&c->cancel) || c->L == NULL) {
+    cancel_msg(c, m);
+    return;
+  }
+  status = lua_cpcall(c->L, start_p, &a);
+  if (status != 0) {
+    reply(c, m->job, failed_msg(c, NULL, "cannot start the job: "));
+    free(m);
+    return;
+  }
+  a.t->job = m->job;
+  free(m);
+  link_task(c, a.t);
+  nsh_task_ready(c, a.t);
+}
+
+
+struct done_args {
+  struct nsh_ctx *c;
+  struct nsh_task *t;
+  struct nsh_msg *out;
+};
+
+/* Encodes the results of a job that returned. */
+static int done_p(lua_State *L) {
+  struct done_args *a = lua_touserdata(L, 1);
+  lua_State *co = a->t->co;
+  int n = lua_gettop(co);
+
+  lua_settop(L, 0);
+  luaL_checkstack(L, n + 1, "too many results");
+  lua_xmove(co, L, n);
+  if (nsh_codec_encode(a->c, L, 1, n, "result", 0) != 0)
+    return lua_error(L);
+  a->out = scratch_msg(a->c, NSH_JOB_OK);
+  return 0;
+}
+
+
+void nsh_worker_job_done(struct nsh_ctx *c, struct nsh_task *t, int status) {
+  struct done_args a = { c, t, NULL };
+  struct nsh_msg *m;
+
+  if (status == 0) {
+    if (lua_cpcall(c->L, done_p, &a) == 0)
+      m = a.out;
+    else
+      m = failed_msg(c, NULL, "the job's results cannot be returned: ");
+  } else {
+    lua_xmove(t->co, c->L, 1);
+    m = failed_msg(c, t->co, "");
+  }
+  reply(c, t->job, m);
+  unlink_task(c, t);
+  nsh_task_free(c, t);
+}
+
+/* ---- The thread -------------------------------------------------------------- */
+
+static void name_thread(struct nsh_ctx *c) {
+  char name[16];
+
+  /* Linux keeps 15 characters; the index goes last so it survives. */
+  snprintf(name, sizeof(name), "%.*s-%d", c->id < 10 ? 13 : 11,
+           nsh_runtime_config(c->rt)->name, c->id);
+  pthread_setname_np(pthread_self(), name);
+}
+
+
+/* After the loop: cancel what is queued and what is still running. */
+static void drain(struct nsh_ctx *c) {
+  struct nsh_msg *m, *next;
+  struct nsh_task *t;
+
+  for (m = nsh_inbox_close(&c->inbox); m != NULL; m = next) {
+    next = m->next;
+    if (m->kind == NSH_MSG_JOB)
+      cancel_msg(c, m);
+    else
+      nsh_job_finish(c, m);
+  }
+  while ((t = c->tasks) != NULL) {
+    reply(c, t->job, NULL);
+    unlink_task(c, t);
+    nsh_task_free(c, t);
+  }
+}
+
+
+void nsh_worker_main(void *arg) {
+  struct nsh_ctx *c = arg;
+  sigset_t set;
+
+  /* Signals are the main thread's to handle. */
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  tls_worker = c;
+  name_thread(c);
+  if (nsh_ctx_open_lua(c) != 0) {
+    nsh_log(c->rt, NSHOST_LOG_ERROR, "worker %d: cannot create a Lua "
+            "state (not enough memory); its jobs are cancelled", c->id);
+    atomic_store(&c->cancel, 1);
+  }
+
+  for (;;) {
+    nsh_ctx_run_ready(c);
+    if (atomic_load(&c->cancel))
+      break;
+    if (atomic_load(&c->stopping) && c->ntasks == 0 && c->rlen == 0)
+      break;
+    nsh_ctx_turn(c);
+  }
+
+  drain(c);
+  nsh_ctx_close(c);
+  tls_worker = NULL;
+  atomic_store(&c->exited, 1);
+  nsh_runtime_worker_exited(c->rt);
+}
