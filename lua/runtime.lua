@@ -37,6 +37,21 @@ end
 -- job:done() -> true once the outcome is there, without waiting.
 Job.done = done
 
+-- Runs a job's function (in the worker).  The handler takes the
+-- traceback where the error happened, while every frame still has its
+-- line, and drops the frames of this runner at the bottom.
+local traceback, xpcall = debug.traceback, xpcall
+
+local function on_error(e)
+  local tb = traceback("", 2)
+  tb = tb:gsub("\n\t%[C%]: in function 'xpcall'.*$", "")
+  return { e, (tb:gsub("\n\t%[builtin#%d+%]:[^\n]*$", "")) }
+end
+
+function core.run_job(fn, ...)
+  return xpcall(fn, on_error, ...)
+end
+
 local runtime = {}
 
 runtime.spawn = core.spawn

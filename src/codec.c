@@ -346,8 +346,8 @@ static int encode(struct enc *e, int idx) {
     e->depth--;
     return r;
   case LUA_TTHREAD:
-    return fail(e, "a coroutine (type thread), which belongs to the "
-                   "state that made it");
+    return fail(e, "a thread (a coroutine belongs to the Lua state "
+                   "that made it)");
   case LUA_TUSERDATA:
   case LUA_TLIGHTUSERDATA:
     return fail(e, "a userdata (C data that only its own state knows)");
@@ -395,9 +395,6 @@ static void push_error(struct enc *e) {
   int i;
 
   luaL_buffinit(e->L, &b);
-  luaL_addstring(&b, "cannot send ");
-  luaL_addstring(&b, e->why);
-  luaL_addstring(&b, " at ");
   for (i = e->npath - 1; i >= 0; i--) {
     luaL_addstring(&b, e->path[i]);
     if (i == e->npath - 1 && e->lost > 0)
@@ -405,6 +402,8 @@ static void push_error(struct enc *e) {
     if (i > 0)
       luaL_addstring(&b, " > ");
   }
+  luaL_addstring(&b, ": cannot send ");
+  luaL_addstring(&b, e->why);
   luaL_pushresult(&b);
 }
 

@@ -367,7 +367,12 @@ void nsh_lruntime_open(struct nsh_ctx *c, lua_State *L) {
   lua_newtable(L);
   lua_setfield(L, -2, "__index");
   lua_setfield(L, -2, "job_mt");
-  lua_call(L, 1, 1);
+  lua_pushvalue(L, -1);
+  lua_insert(L, -3);                     /* core module core */
+  lua_call(L, 1, 1);                     /* core runtime */
+  lua_getfield(L, -2, "run_job");
+  c->runner_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_remove(L, -2);
 
   lua_pushvalue(L, -1);
   lua_setglobal(L, "runtime");

@@ -111,6 +111,7 @@ struct nsh_ctx {
   int ntasks;
   struct nsh_buf scratch;   /* the encoder's buffer, reused */
   int tasks_ref;            /* registry: task table (coroutines) */
+  int runner_ref;           /* registry: runs a job under xpcall */
   int main_done;            /* scripts: the main task has ended */
   long inflight;            /* jobs spawned here, outcome not back */
   atomic_int stopping;      /* workers: finish, then leave the loop */

@@ -55,89 +55,81 @@ static void reply(struct nsh_ctx *c, struct nsh_job *j, struct nsh_msg *m) {
 
 struct fail_args {
   struct nsh_ctx *c;
-  lua_State *co;            /* for the traceback, or NULL */
   const char *prefix;
   struct nsh_msg *out;
 };
 
-/* Builds a FAILED outcome from the error value on top of L (a running
- * state, not the dead coroutine).  Layout: varint length, the text
+/* Builds a FAILED outcome from an error value and a traceback string (or
+ * nil) passed as arguments 2 and 3.  Layout: varint length, the text
  * (message and traceback), a flag byte, then the value itself encoded
  * when it is not a string, so error({code = 7}) arrives as a table. */
 static int fail_p(lua_State *L) {
   struct fail_args *a = lua_touserdata(L, 1);
   struct nsh_ctx *c = a->c;
-  struct nsh_buf text = {0};
-  const char *s;
+  const char *s, *tb;
   size_t n, vlen = 0;
-  int v, has_value;
+  int has_value;
+  char *p;
 
-  lua_settop(L, 2);
-  v = 2;
-  if (luaL_callmeta(L, v, "__tostring") && lua_isstring(L, -1))
-    s = lua_tolstring(L, -1, &n);
-  else if (lua_isstring(L, v))
-    s = lua_tolstring(L, v, &n);
-  else if (lua_isnil(L, v))
-    s = "(error object is nil)", n = strlen(s);
+  lua_settop(L, 3);
+  if (luaL_callmeta(L, 2, "__tostring") && lua_isstring(L, -1))
+    s = lua_tostring(L, -1);
+  else if (lua_isstring(L, 2))
+    s = lua_tostring(L, 2);
+  else if (lua_isnil(L, 2))
+    s = "(error object is nil)";
   else
     s = lua_pushfstring(L, "(error object is a %s value)",
-                        luaL_typename(L, v)), n = strlen(s);
-  lua_pushfstring(L, "%s%s", a->prefix, s);
-  if (a->co != NULL) {
-    lua_pushfstring(L, "\nstack traceback (worker %d):", c->id);
-    luaL_traceback(L, a->co, NULL, 0);
-    /* Drop luaL_traceback's own first line, "stack traceback:". */
-    s = strchr(lua_tostring(L, -1), '\n');
-    lua_pushstring(L, s != NULL ? s : "");
-    lua_remove(L, -2);
-    lua_concat(L, 3);
-  }
+                        luaL_typename(L, 2));
+  tb = lua_tostring(L, 3);
+  /* Keep what follows "stack traceback:", under a heading that names
+   * the worker. */
+  if (tb != NULL && (tb = strstr(tb, "stack traceback:")) != NULL)
+    lua_pushfstring(L, "%s%s\nstack traceback (worker %d):%s", a->prefix, s,
+                    c->id, tb + 16);
+  else
+    lua_pushfstring(L, "%s%s", a->prefix, s);
   s = lua_tolstring(L, -1, &n);
-  if (nsh_buf_reserve(&text, n + 16) != 0)
-    return luaL_error(L, "not enough memory");
-  memcpy(text.data, s, n);
-  text.len = n;
 
-  has_value = !lua_isstring(L, v) && !lua_isnil(L, v) &&
-              nsh_codec_encode(c, L, v, 1, "error value", 0) == 0;
+  has_value = !lua_isstring(L, 2) && !lua_isnil(L, 2) &&
+              nsh_codec_encode(c, L, 2, 1, "error value", 0) == 0;
   if (has_value)
     vlen = c->scratch.len;
   a->out = nsh_msg_new(NSH_MSG_RESULT, 10 + n + 1 + vlen);
-  if (a->out != NULL) {
-    char *p = a->out->data;
-    size_t k = n;
-    do {
-      *p++ = (char)((k & 0x7f) | (k > 0x7f ? 0x80 : 0));
-      k >>= 7;
-    } while (k != 0);
-    memcpy(p, text.data, n);
-    p += n;
-    *p++ = (char)has_value;
-    if (has_value)
-      memcpy(p, c->scratch.data, vlen);
-    a->out->len = (size_t)(p - a->out->data) + vlen;
-    a->out->status = NSH_JOB_FAILED;
-    a->out->worker = c->id;
-  }
-  nsh_buf_free(&text);
+  if (a->out == NULL)
+    return 0;
+  p = a->out->data;
+  do {
+    *p++ = (char)((n & 0x7f) | (n > 0x7f ? 0x80 : 0));
+  } while ((n >>= 7) != 0);
+  s = lua_tolstring(L, -1, &n);
+  memcpy(p, s, n);
+  p += n;
+  *p++ = (char)has_value;
+  if (has_value)
+    memcpy(p, c->scratch.data, vlen);
+  a->out->len = (size_t)(p - a->out->data) + vlen;
+  a->out->status = NSH_JOB_FAILED;
+  a->out->worker = c->id;
   return 0;
 }
 
 
-/* The error value is on top of c->L; pops it. */
-static struct nsh_msg *failed_msg(struct nsh_ctx *c, lua_State *co,
-                                  const char *prefix) {
-  struct fail_args a = { c, co, prefix, NULL };
+/* The error value and a traceback (or nil) are the two values on top of
+ * c->L; pops them. */
+static struct nsh_msg *failed_msg(struct nsh_ctx *c, const char *prefix) {
+  struct fail_args a = { c, prefix, NULL };
 
   lua_pushcfunction(c->L, fail_p);
   lua_pushlightuserdata(c->L, &a);
-  lua_pushvalue(c->L, -3);
-  if (lua_pcall(c->L, 2, 0, 0) != 0)
+  lua_pushvalue(c->L, -4);
+  lua_pushvalue(c->L, -4);
+  if (lua_pcall(c->L, 3, 0, 0) != 0)
     lua_pop(c->L, 1);
-  lua_pop(c->L, 1);
+  lua_pop(c->L, 2);
   return a.out;
 }
+
 
 /* ---- Jobs ------------------------------------------------------------------ */
 
@@ -154,10 +146,11 @@ static int start_p(lua_State *L) {
   int n;
 
   lua_settop(L, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, a->c->runner_ref);
   n = nsh_codec_decode(a->c, L, a->m->data, a->m->len);
   if (n < 0)
     return lua_error(L);
-  a->t = nsh_task_new(a->c, n - 1);
+  a->t = nsh_task_new(a->c, n);
   if (a->t == NULL)
     return luaL_error(L, "not enough memory");
   return 0;
@@ -203,7 +196,8 @@ void nsh_worker_start_job(struct nsh_ctx *c, struct nsh_msg *m) {
   }
   status = lua_cpcall(c->L, start_p, &a);
   if (status != 0) {
-    reply(c, m->job, failed_msg(c, NULL, "cannot start the job: "));
+    lua_pushnil(c->L);
+    reply(c, m->job, failed_msg(c, "cannot start the job: "));
     free(m);
     return;
   }
@@ -220,7 +214,8 @@ struct done_args {
   struct nsh_msg *out;
 };
 
-/* Encodes the results of a job that returned. */
+/* Encodes the results of a job that returned: the job ran under the
+ * runner (an xpcall), so they follow its `true`. */
 static int done_p(lua_State *L) {
   struct done_args *a = lua_touserdata(L, 1);
   lua_State *co = a->t->co;
@@ -229,7 +224,7 @@ static int done_p(lua_State *L) {
   lua_settop(L, 0);
   luaL_checkstack(L, n + 1, "too many results");
   lua_xmove(co, L, n);
-  if (nsh_codec_encode(a->c, L, 1, n, "result", 0) != 0)
+  if (nsh_codec_encode(a->c, L, 2, n - 1, "result", 0) != 0)
     return lua_error(L);
   a->out = scratch_msg(a->c, NSH_JOB_OK);
   return 0;
@@ -238,21 +233,38 @@ static int done_p(lua_State *L) {
 
 void nsh_worker_job_done(struct nsh_ctx *c, struct nsh_task *t, int status) {
   struct done_args a = { c, t, NULL };
+  lua_State *L = c->L;
   struct nsh_msg *m;
 
-  if (status == 0) {
-    if (lua_cpcall(c->L, done_p, &a) == 0)
+  if (status == 0 && lua_toboolean(t->co, 1)) {
+    if (lua_cpcall(L, done_p, &a) == 0)
       m = a.out;
-    else
-      m = failed_msg(c, NULL, "the job's results cannot be returned: ");
+    else {
+      lua_pushnil(L);
+      m = failed_msg(c, "the job's results cannot be returned: ");
+    }
+  } else if (status == 0) {
+    /* The runner caught the error: {value, traceback}, or a bare value
+     * if even the handler failed. */
+    lua_xmove(t->co, L, 1);
+    if (lua_istable(L, -1) && lua_type(L, -1) == LUA_TTABLE) {
+      lua_rawgeti(L, -1, 1);
+      lua_rawgeti(L, -2, 2);
+      lua_remove(L, -3);
+    } else {
+      lua_pushnil(L);
+    }
+    m = failed_msg(c, "");
   } else {
-    lua_xmove(t->co, c->L, 1);
-    m = failed_msg(c, t->co, "");
+    lua_xmove(t->co, L, 1);
+    luaL_traceback(L, t->co, NULL, 0);
+    m = failed_msg(c, "");
   }
   reply(c, t->job, m);
   unlink_task(c, t);
   nsh_task_free(c, t);
 }
+
 
 /* ---- The thread -------------------------------------------------------------- */
 
