@@ -316,6 +316,24 @@ describe("nshost command line", function()
       assert.are.equal("42\t42\ntrue\n", r.out)
     end)
 
+    -- DESIGN: "require works in workers with the same search paths as
+    -- the main script". Scripts (and busted, with its lpath) set
+    -- package.path at run time, before their first spawn.
+    it("a job requires modules on the package.path the script set",
+       function()
+      local dir = support.tmpdir()
+      support.write(dir .. "/nsh_set_path_mod.lua", "return { v = 9 }\n")
+      local r = run_script(table.concat({
+        "package.path = ... .. '/?.lua;' .. package.path",
+        "print(require('nsh_set_path_mod').v, runtime.spawn(function()",
+        "  return require('nsh_set_path_mod').v",
+        "end):await())",
+      }, "\n"), q(dir), { before = "--threads 2" })
+      support.rmrf(dir)
+      ok_run(r)
+      assert.are.equal("9\t9\n", r.out)
+    end)
+
     it("LUA_CPATH is honoured", function()
       local lfs_so = package.searchpath and
         package.searchpath("lfs", package.cpath)
@@ -679,6 +697,28 @@ describe("nshost command line", function()
       local r = run(q(busted) .. " -o TAP fail_spec.lua", { dir = dir })
       assert.are.equal(1, r.status, support.describe(r))
       assert_has(r.out, "not ok 1 - nshost fails")
+    end)
+
+    it("lets a job require a module from busted's lpath ./src",
+       function()
+      if not support.exists(busted) then
+        pending("no " .. busted)
+        return
+      end
+      os.execute("mkdir -p " .. q(dir .. "/src"))
+      support.write(dir .. "/src/nsh_src_mod.lua", "return { v = 5 }\n")
+      support.write(dir .. "/src_spec.lua", table.concat({
+        "describe('nshost', function()",
+        "  it('requires from src in a job', function()",
+        "    assert.are.equal(5, runtime.spawn(function()",
+        "      return require('nsh_src_mod').v",
+        "    end):await())",
+        "  end)",
+        "end)",
+      }, "\n"))
+      local r = run(q(busted) .. " -o TAP src_spec.lua", { dir = dir })
+      ok_run(r)
+      assert_has(r.out, "ok 1 - nshost requires from src in a job")
     end)
 
     it("runs with busted --lua=nshost", function()

@@ -408,6 +408,44 @@ describe("values", function()
     end)
   end)
 
+  -- runtime is a global of every fresh nshost state, so its functions
+  -- exist in every worker just as string.format does (DESIGN, "What can
+  -- cross"; issue 3, point 3), and `local spawn = runtime.spawn` is the
+  -- same habit as V5's `local fmt = string.format`.
+  describe("runtime's own functions", function()
+    it("cross by name as upvalues", function()
+      local spawn, sleep, wid = runtime.spawn, runtime.sleep,
+        runtime.worker_id
+      local ok, v = pcall(function()
+        return runtime.spawn(function(x)
+          sleep(1)
+          return spawn(function(y) return y * 2 end, x):await(), wid()
+        end, 21):await()
+      end)
+      assert.is_true(ok, tostring(v))
+      assert.are.equal(42, v)
+    end)
+
+    it("cross by name as the job", function()
+      local ok, id = pcall(function()
+        return runtime.spawn(runtime.worker_id):await()
+      end)
+      assert.is_true(ok, tostring(id))
+      assert.is_true(id >= 1 and id <= runtime.threads())
+      ok = pcall(function() return runtime.spawn(runtime.sleep, 1):await() end)
+      assert.is_true(ok)
+    end)
+
+    it("cross inside the runtime table", function()
+      local rt = runtime
+      local ok, id = pcall(function()
+        return runtime.spawn(function() return rt.worker_id() end):await()
+      end)
+      assert.is_true(ok, tostring(id))
+      assert.is_true(id >= 1 and id <= runtime.threads())
+    end)
+  end)
+
   describe("refusals", function()
     local co = coroutine.create(function() end)
     local ud = newproxy(false)
