@@ -278,19 +278,20 @@ static int encode_function(struct enc *e, int idx) {
   const char *name;
   int r, i;
 
-  if (lua_iscfunction(L, idx)) {
-    lua_pushvalue(L, idx);
-    lua_rawget(L, e->stdname);
-    if (lua_isnil(L, -1)) {
-      lua_pop(L, 1);
-      return fail(e, "a C function that is not from the standard library "
-                     "(only standard functions cross, by name)");
-    }
+  /* Standard functions (and the runtime's own) cross by name and
+   * arrive as the receiver's. */
+  lua_pushvalue(L, idx);
+  lua_rawget(L, e->stdname);
+  if (!lua_isnil(L, -1)) {
     name = lua_tostring(L, -1);
     r = put_byte(e, T_STDFN) || put_lstr(e, name, strlen(name));
     lua_pop(L, 1);
     return r ? -1 : 0;
   }
+  lua_pop(L, 1);
+  if (lua_iscfunction(L, idx))
+    return fail(e, "a C function that is not from the standard library "
+                   "(only standard functions cross, by name)");
 
   r = remember(e, idx);
   if (r != 0)
@@ -698,11 +699,17 @@ error:
 
 /* ---- Standard functions ------------------------------------------------- */
 
+/* Every function reachable from the globals and the standard tables of
+ * a fresh state gets a name, such as "string.format"; both sides hold a
+ * map each way.  Any state has the same names for the same builtins, so
+ * the name alone carries the function.  Built before any user code
+ * runs, so a script's own globals are never taken for standard ones. */
+
 static void add_std(lua_State *L, int names, int fns, const char *prefix,
                     int tab) {
   lua_pushnil(L);
   while (lua_next(L, tab) != 0) {
-    if (lua_type(L, -2) == LUA_TSTRING && lua_iscfunction(L, -1)) {
+    if (lua_type(L, -2) == LUA_TSTRING && lua_isfunction(L, -1)) {
       if (prefix != NULL)
         lua_pushfstring(L, "%s.%s", prefix, lua_tostring(L, -2));
       else
@@ -743,5 +750,13 @@ void nsh_codec_open(lua_State *L) {
       add_std(L, names, fns, libs[i], lua_gettop(L));
     lua_pop(L, 1);
   }
-  lua_pop(L, 2);
+  /* The methods of job handles, such as await. */
+  luaL_getmetatable(L, "nshost.job");
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "__index");
+    if (lua_istable(L, -1))
+      add_std(L, names, fns, "job", lua_gettop(L));
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 3);
 }

@@ -79,11 +79,12 @@ int nsh_ctx_open_lua(struct nsh_ctx *c) {
   c->tasks_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
   nsh_lruntime_open(c, L);
-  nsh_codec_open(L);
   if (cfg->setup != NULL && cfg->setup(L, c->id, cfg->setup_ud) != 0)
     nsh_log(c->rt, NSHOST_LOG_WARN, "worker %d: the setup hook failed; "
             "the state is used as it is", c->id);
   lua_settop(L, 0);
+  /* After setup, so the embedder's functions cross by name too. */
+  nsh_codec_open(L);
   return 0;
 }
 

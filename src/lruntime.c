@@ -51,6 +51,35 @@ static void spawn_site(lua_State *L, struct nsh_job *j) {
 }
 
 
+/* A script publishes its package paths when they have changed since its
+ * last spawn, so that jobs require what the script would. */
+static void publish_paths(lua_State *L, struct nsh_ctx *c) {
+  int top = lua_gettop(L);
+
+  lua_getglobal(L, "package");
+  if (!lua_istable(L, -1)) {
+    lua_settop(L, top);
+    return;
+  }
+  lua_getfield(L, top + 1, "path");
+  lua_getfield(L, top + 1, "cpath");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->paths_ref);
+  lua_rawgeti(L, top + 4, 1);
+  lua_rawgeti(L, top + 4, 2);
+  if (!lua_rawequal(L, top + 2, top + 5) ||
+      !lua_rawequal(L, top + 3, top + 6)) {
+    if (lua_isstring(L, top + 2) && lua_isstring(L, top + 3))
+      nsh_runtime_set_paths(c->rt, lua_tostring(L, top + 2),
+                            lua_tostring(L, top + 3));
+    lua_pushvalue(L, top + 2);
+    lua_rawseti(L, top + 4, 1);
+    lua_pushvalue(L, top + 3);
+    lua_rawseti(L, top + 4, 2);
+  }
+  lua_settop(L, top);
+}
+
+
 static int lspawn(lua_State *L) {
   struct nsh_ctx *c = ctx(L);
   struct handle *h;
@@ -68,6 +97,9 @@ static int lspawn(lua_State *L) {
     lua_concat(L, 2);
     return lua_error(L);
   }
+
+  if (c->id == 0)
+    publish_paths(L, c);
 
   /* Lua allocations first: if one fails, nothing C-side is lost. */
   h = lua_newuserdata(L, sizeof(*h));
@@ -356,6 +388,8 @@ void nsh_lruntime_open(struct nsh_ctx *c, lua_State *L) {
   int i;
 
   c->loop.data = c;
+  lua_newtable(L);
+  c->paths_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   load_module(L, "runtime");
   lua_newtable(L);
   for (i = 0; core[i].name != NULL; i++)

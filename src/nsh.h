@@ -112,6 +112,8 @@ struct nsh_ctx {
   struct nsh_buf scratch;   /* the encoder's buffer, reused */
   int tasks_ref;            /* registry: task table (coroutines) */
   int runner_ref;           /* registry: runs a job under xpcall */
+  int paths_version;        /* workers: package paths last taken */
+  int paths_ref;            /* scripts: package.path last published */
   int main_done;            /* scripts: the main task has ended */
   long inflight;            /* jobs spawned here, outcome not back */
   atomic_int stopping;      /* workers: finish, then leave the loop */
@@ -168,6 +170,12 @@ void nsh_runtime_set_home(nshost_runtime_t *rt, struct nsh_ctx *c);
 /* Forgets c as home if it is; after it returns, nobody wakes c. */
 void nsh_runtime_clear_home(nshost_runtime_t *rt, struct nsh_ctx *c);
 void nsh_runtime_unhandled(nshost_runtime_t *rt);
+void nsh_runtime_set_paths(nshost_runtime_t *rt, const char *path,
+                           const char *cpath);
+int nsh_runtime_paths_version(nshost_runtime_t *rt);
+/* Copies the published paths (the caller frees them; NULL if none);
+ * returns their version. */
+int nsh_runtime_get_paths(nshost_runtime_t *rt, char **path, char **cpath);
 int nsh_runtime_stopping(nshost_runtime_t *rt);
 const nshost_config_t *nsh_runtime_config(nshost_runtime_t *rt);
 void nsh_log(nshost_runtime_t *rt, int level, const char *fmt, ...)

@@ -30,6 +30,9 @@ struct nshost_runtime_s {
   uv_cond_t exit_cond;
   int nexited;
   int shut;                            /* shutdown has completed */
+  uv_mutex_t paths_lock;               /* guards the two paths */
+  char *path, *cpath;                  /* the scripts' package paths */
+  atomic_int paths_version;
 };
 
 void nsh_worker_main(void *arg);
@@ -132,6 +135,7 @@ int nshost_runtime_new(nshost_runtime_t **out, const nshost_config_t *cfg) {
   if (uv_mutex_init(&rt->start_lock) != 0 ||
       uv_mutex_init(&rt->exit_lock) != 0 ||
       uv_mutex_init(&rt->home_lock) != 0 ||
+      uv_mutex_init(&rt->paths_lock) != 0 ||
       uv_cond_init(&rt->exit_cond) != 0)
     abort();
   *out = rt;
@@ -355,6 +359,48 @@ void nsh_runtime_worker_exited(nshost_runtime_t *rt) {
   uv_mutex_unlock(&rt->exit_lock);
 }
 
+/* ---- Search paths --------------------------------------------------------- */
+
+/* Scripts publish package.path and package.cpath when they change, and
+ * workers take them before their next job, so `require` in a job finds
+ * what the script would. */
+void nsh_runtime_set_paths(nshost_runtime_t *rt, const char *path,
+                           const char *cpath) {
+  char *p = strdup(path), *cp = strdup(cpath);
+
+  if (p == NULL || cp == NULL) {
+    free(p);
+    free(cp);
+    return;
+  }
+  uv_mutex_lock(&rt->paths_lock);
+  free(rt->path);
+  free(rt->cpath);
+  rt->path = p;
+  rt->cpath = cp;
+  atomic_fetch_add(&rt->paths_version, 1);
+  uv_mutex_unlock(&rt->paths_lock);
+}
+
+
+int nsh_runtime_paths_version(nshost_runtime_t *rt) {
+  return atomic_load_explicit(&rt->paths_version, memory_order_acquire);
+}
+
+
+/* Copies the paths out (the caller frees them); returns the version.
+ * Both are NULL until a script has published. */
+int nsh_runtime_get_paths(nshost_runtime_t *rt, char **path, char **cpath) {
+  int v;
+
+  uv_mutex_lock(&rt->paths_lock);
+  v = atomic_load(&rt->paths_version);
+  *path = rt->path != NULL ? strdup(rt->path) : NULL;
+  *cpath = rt->cpath != NULL ? strdup(rt->cpath) : NULL;
+  uv_mutex_unlock(&rt->paths_lock);
+  return v;
+}
+
 /* ---- Shutdown ---------------------------------------------------------- */
 
 /* Waits until every worker has left its loop or the deadline (in
@@ -443,6 +489,9 @@ void nshost_runtime_free(nshost_runtime_t *rt) {
   uv_cond_destroy(&rt->exit_cond);
   uv_mutex_destroy(&rt->exit_lock);
   uv_mutex_destroy(&rt->home_lock);
+  uv_mutex_destroy(&rt->paths_lock);
+  free(rt->path);
+  free(rt->cpath);
   uv_mutex_destroy(&rt->start_lock);
   free(rt);
 }

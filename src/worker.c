@@ -139,6 +139,24 @@ struct start_args {
   struct nsh_task *t;
 };
 
+/* Takes the package paths a script published since the last job. */
+static void take_paths(struct nsh_ctx *c, lua_State *L) {
+  char *path, *cpath;
+
+  c->paths_version = nsh_runtime_get_paths(c->rt, &path, &cpath);
+  lua_getglobal(L, "package");
+  if (lua_istable(L, -1) && path != NULL && cpath != NULL) {
+    lua_pushstring(L, path);
+    lua_setfield(L, -2, "path");
+    lua_pushstring(L, cpath);
+    lua_setfield(L, -2, "cpath");
+  }
+  lua_pop(L, 1);
+  free(path);
+  free(cpath);
+}
+
+
 /* Decodes a job onto a fresh task.  Runs protected, on c->L, so that
  * running out of memory is an error the job's awaiter gets. */
 static int start_p(lua_State *L) {
@@ -146,6 +164,8 @@ static int start_p(lua_State *L) {
   int n;
 
   lua_settop(L, 0);
+  if (nsh_runtime_paths_version(a->c->rt) != a->c->paths_version)
+    take_paths(a->c, L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, a->c->runner_ref);
   n = nsh_codec_decode(a->c, L, a->m->data, a->m->len);
   if (n < 0)
