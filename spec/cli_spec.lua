@@ -164,6 +164,12 @@ describe("nshost command line", function()
       assert.are.equal("-\ta\tb\n", r.out)
     end)
 
+    it("- names the chunk stdin, as luajit does", function()
+      local r = run("-", { stdin = "\nerror('from stdin')\n" })
+      assert.are.equal(1, r.status, support.describe(r))
+      starts_with(r.err, "nshost: stdin:2: from stdin\n")
+    end)
+
     it("runs stdin when there is no script and stdin is not a terminal",
        function()
       local r = run("", { stdin = "print('from stdin')\n" })
@@ -541,10 +547,20 @@ describe("nshost command line", function()
     end)
 
     it("refuses a thread count that is not a number", function()
-      for _, opt in ipairs({ "--threads abc", "-t x", "--threads" }) do
+      for _, opt in ipairs({ "--threads abc", "-t x", "--threads",
+                             "--threads 0", "-t -2" }) do
         local r = run(opt .. " -e 'print(1)'")
         assert.are.equal(1, r.status, opt .. ": " .. support.describe(r))
         assert.are_not.equal("", r.err)
+        assert.are.equal("", r.out)
+      end
+    end)
+    it("refuses a bad NSHOST_THREADS", function()
+      for _, value in ipairs({ "abc", "0", "-1" }) do
+        local r = run("-e 'print(1)'", { env = { NSHOST_THREADS = value } })
+        assert.are.equal(1, r.status,
+          ("NSHOST_THREADS=%q: %s"):format(value, support.describe(r)))
+        assert_has(r.err, "NSHOST_THREADS")
         assert.are.equal("", r.out)
       end
     end)
