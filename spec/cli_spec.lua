@@ -618,6 +618,14 @@ describe("nshost command line", function()
       assert.are.equal("1\n", r.out)
     end)
 
+    it("coroutine.yield at the top level raises, as in luajit",
+       function()
+      local r = run("-e " .. q("print(pcall(coroutine.yield, 1))"))
+      ok_run(r)
+      assert.are.equal("false\t", r.out:sub(1, 6))
+      assert_has(r.out, "yield")
+    end)
+
     it("await works at the top level of a script", function()
       local r = run_script(
         "print(runtime.spawn(function(a, b) return a .. b end, 'x', 'y')"
