@@ -26,7 +26,34 @@ end
 -- spec/support.lua -> the repository root.
 local here = debug.getinfo(1, "S").source:gsub("^@", "")
 M.root = dirname(dirname(absolute(here)))
-M.nshost = os.getenv("NSHOST") or (M.root .. "/build/nshost")
+-- The interpreter running these specs: the lowest index of `arg`.
+local function interpreter()
+  local a = rawget(_G, "arg")
+  if type(a) ~= "table" then
+    return nil
+  end
+  local i = -1
+  while a[i - 1] ~= nil do
+    i = i - 1
+  end
+  return a[i]
+end
+
+-- The binary under test: $NSHOST, else the nshost running the specs,
+-- else build/nshost in the repository.
+local function find_nshost()
+  local env = os.getenv("NSHOST")
+  if env and env ~= "" then
+    return env:find("/", 1, true) and absolute(env) or env
+  end
+  local self = interpreter()
+  if type(self) == "string" and self:match("nshost[^/]*$") then
+    return self:find("/", 1, true) and absolute(self) or self
+  end
+  return M.root .. "/build/nshost"
+end
+
+M.nshost = find_nshost()
 
 function M.quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
