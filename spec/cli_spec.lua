@@ -634,6 +634,27 @@ describe("nshost command line", function()
       assert.are.equal("xy\n", r.out)
     end)
 
+    it("await works in -e, -l, LUA_INIT and a script from stdin",
+       function()
+      local dir = support.tmpdir()
+      support.write(dir .. "/nsh_l_await.lua",
+        "L_AW = runtime.spawn(function() return 'l' end):await()\n")
+      local r = run("-l nsh_l_await -e "
+        .. q("E_AW = runtime.spawn(function() return 'e' end):await()")
+        .. " -", {
+          env = {
+            LUA_PATH = dir .. "/?.lua;;",
+            LUA_INIT = "I_AW = runtime.spawn(function() return 'i' end)"
+              .. ":await()",
+          },
+          stdin = "print(I_AW, L_AW, E_AW, "
+            .. "runtime.spawn(function() return 's' end):await())\n",
+        })
+      support.rmrf(dir)
+      ok_run(r)
+      assert.are.equal("i\tl\te\ts\n", r.out)
+    end)
+
     it("the process waits for a job nobody awaits", function()
       local path = support.tmpname()
       local r = run_script(table.concat({
