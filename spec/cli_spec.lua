@@ -446,6 +446,18 @@ describe("nshost command line", function()
       assert_has(r.err, "nobody awaits me")
     end)
 
+    it("an error awaited late is not reported as lost", function()
+      local r = run_script(table.concat({
+        "local h = runtime.spawn(function() error('late await') end)",
+        "collectgarbage()",
+        "runtime.sleep(300)",
+        "print((pcall(h.await, h)))",
+      }, "\n"), "", { before = "--threads 2" })
+      ok_run(r)
+      assert.are.equal("false\n", r.out)
+      assert.are.equal("", r.err)
+    end)
+
     it("os.exit sets the status", function()
       local cases = {
         { "os.exit(3)", 3 }, { "os.exit(0)", 0 }, { "os.exit()", 0 },
