@@ -226,6 +226,41 @@ describe("runtime", function()
     end)
   end)
 
+  -- Misuse raises a message in Lua's words that names the function the
+  -- user called and points at the user's line (STYLE, "Errors and
+  -- messages at the Lua/C boundary").
+  describe("misuse messages", function()
+    local function raised_at(f)
+      local line = debug.getinfo(f, "S").linedefined
+      local ok, err = pcall(f)
+      assert.is_false(ok)
+      return tostring(err), ("runtime_spec.lua:%d:"):format(line)
+    end
+
+    it("spawn names 'spawn' and the caller's line", function()
+      local err, where = raised_at(function() runtime.spawn(42) end)
+      assert.truthy(err:find(where .. " bad argument #1 to 'spawn' "
+        .. "(function expected, got number)", 1, true), err)
+    end)
+
+    it("sleep names 'sleep' and the caller's line", function()
+      local err, where = raised_at(function() runtime.sleep("x") end)
+      assert.truthy(err:find(where .. " bad argument #1 to 'sleep'", 1,
+        true), err)
+      err, where = raised_at(function() runtime.sleep(-1) end)
+      assert.truthy(err:find(where .. " bad argument #1 to 'sleep'", 1,
+        true), err)
+    end)
+
+    it("await names 'await' and the caller's line", function()
+      local h = runtime.spawn(function() end)
+      local err, where = raised_at(function() h.await(42) end)
+      assert.truthy(err:find(where, 1, true), err)
+      assert.truthy(err:find("'await'", 1, true), err)
+      h:await()
+    end)
+  end)
+
   describe("a job that raises", function()
     local boom_line = debug.getinfo(1, "l").currentline + 1
     local function boom(x) error("boom " .. tostring(x)) end
