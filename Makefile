@@ -11,7 +11,7 @@ NSHOST     := $(BUILD)/nshost
 
 .PHONY: all deps run test test-main test-asan test-tsan bench clean
 
-all: $(BUILD)/CMakeCache.txt
+all: deps $(BUILD)/CMakeCache.txt
 	$(CMAKE) --build $(BUILD) -j$(JOBS)
 
 # Configure once; `cmake --build` re-runs CMake by itself when a
@@ -33,14 +33,14 @@ test: test-main test-asan test-tsan
 test-main: all
 	$(CTEST) --test-dir $(BUILD) --output-on-failure
 
-test-asan:
+test-asan: deps
 	$(CMAKE) -S . -B $(BUILD_ASAN) -DNSHOST_SANITIZE=address \
 	  -DCMAKE_BUILD_TYPE=Debug
 	$(CMAKE) --build $(BUILD_ASAN) -j$(JOBS)
 	$(CTEST) --test-dir $(BUILD_ASAN) --output-on-failure -L c \
 	  --no-tests=error
 
-test-tsan:
+test-tsan: deps
 	$(CMAKE) -S . -B $(BUILD_TSAN) -DNSHOST_SANITIZE=thread \
 	  -DCMAKE_BUILD_TYPE=Debug
 	$(CMAKE) --build $(BUILD_TSAN) -j$(JOBS)

@@ -11,6 +11,7 @@ local yield, isyieldable = coroutine.yield, coroutine.isyieldable
 local done, park, wait, result = core.done, core.park, core.wait,
   core.result
 local sleep_park, sleep_wait = core.sleep_park, core.sleep_wait
+local is_job = core.is_job
 local select, type, error, pcall, unpack = select, type, error, pcall,
   unpack
 
@@ -24,6 +25,10 @@ end
 -- job's error (message, worker id and traceback) if it failed.  Awaiting
 -- again gives the same outcome again.
 function Job.await(job)
+  if not is_job(job) then
+    error("bad argument #1 to 'await' (job expected, got " .. type(job)
+      .. ")", 2)
+  end
   if not done(job) then
     if isyieldable() and park(job) then
       repeat yield() until done(job)
@@ -35,7 +40,13 @@ function Job.await(job)
 end
 
 -- job:done() -> true once the outcome is there, without waiting.
-Job.done = done
+function Job.done(job)
+  if not is_job(job) then
+    error("bad argument #1 to 'done' (job expected, got " .. type(job)
+      .. ")", 2)
+  end
+  return done(job)
+end
 
 -- Runs a job's function (in the worker).  The handler takes the
 -- traceback where the error happened, while every frame still has its
@@ -52,6 +63,18 @@ function core.run_job(fn, ...)
   return xpcall(fn, on_error, ...)
 end
 
+-- The main script and every job run as coroutines of the scheduler, but
+-- to the user they are the top level: yielding there is an error, as in
+-- luajit.  runtime.sleep(0) gives way to other jobs instead.
+local in_task = core.in_task
+
+function coroutine.yield(...)
+  if in_task() then
+    error("attempt to yield from outside a coroutine", 2)
+  end
+  return yield(...)
+end
+
 local runtime = {}
 
 runtime.spawn = core.spawn
@@ -61,6 +84,11 @@ runtime.threads = core.threads
 -- runtime.sleep(ms): suspends the calling job or script for ms
 -- milliseconds; its thread goes on running other jobs.
 function runtime.sleep(ms)
+  if type(ms) ~= "number" or not (ms >= 0 and ms < 1e12) then
+    error("bad argument #1 to 'sleep' (milliseconds from 0 up expected, "
+      .. "got " .. (type(ms) == "number" and tostring(ms) or type(ms))
+      .. ")", 2)
+  end
   if isyieldable() and sleep_park(ms) then
     yield()
   else

@@ -162,6 +162,29 @@ static int job_tostring(lua_State *L) {
 }
 
 
+/* in_task() -> true when the caller is the coroutine of a task (the
+ * main script or a job) rather than a coroutine of the user's own. */
+static int lin_task(lua_State *L) {
+  struct nsh_task *t = ctx(L)->current;
+
+  lua_pushboolean(L, t != NULL && t->co == L);
+  return 1;
+}
+
+
+/* is_job(v) -> true if v is a job handle of this state. */
+static int lis_job(lua_State *L) {
+  int r = 0;
+
+  if (lua_getmetatable(L, 1)) {
+    luaL_getmetatable(L, JOB_MT);
+    r = lua_rawequal(L, -1, -2);
+  }
+  lua_pushboolean(L, r);
+  return 1;
+}
+
+
 /* done(job) -> true once the outcome has arrived. */
 static int ldone(lua_State *L) {
   lua_pushboolean(L, check_job(L, 1)->status != NSH_JOB_PENDING);
@@ -285,6 +308,9 @@ static struct sleeper *start_sleep(lua_State *L, struct nsh_ctx *c,
   s->fired = 0;
   uv_timer_init(&c->loop, &s->timer);
   s->timer.data = s;
+  /* The loop's clock is read once per turn; a task that has worked for
+   * a while since would otherwise sleep too short. */
+  uv_update_time(&c->loop);
   uv_timer_start(&s->timer, on_wake, (uint64_t)ms, 0);
   return s;
 }
@@ -383,6 +409,7 @@ void nsh_lruntime_open(struct nsh_ctx *c, lua_State *L) {
     { "wait", lwait }, { "result", lresult },
     { "sleep_park", lsleep_park }, { "sleep_wait", lsleep_wait },
     { "worker_id", lworker_id }, { "threads", lthreads },
+    { "in_task", lin_task }, { "is_job", lis_job },
     { NULL, NULL }
   };
   int i;
