@@ -75,6 +75,31 @@ function coroutine.yield(...)
   return yield(...)
 end
 
+-- Helpers for the codec (src/codec.c).
+local ffi, funcinfo
+
+-- Does f define inner functions?  Then its job closure is not reused.
+function core.has_children(f)
+  if funcinfo == nil then
+    local ok, ju = pcall(require, "jit.util")
+    funcinfo = ok and ju.funcinfo or false
+  end
+  return not funcinfo or funcinfo(f).children == true
+end
+
+-- 1 for an int64_t cdata, 2 for a uint64_t one, else 0.
+function core.cdata_kind(v)
+  ffi = ffi or require("ffi")
+  if ffi.istype("int64_t", v) then return 1 end
+  if ffi.istype("uint64_t", v) then return 2 end
+  return 0
+end
+
+function core.new_int64(kind)
+  ffi = ffi or require("ffi")
+  return ffi.new(kind == 1 and "int64_t" or "uint64_t")
+end
+
 local runtime = {}
 
 runtime.spawn = core.spawn

@@ -27,12 +27,19 @@
 #define LUA_TCDATA_JIT 10      /* LuaJIT's type number for cdata */
 
 enum {
-  T_NIL, T_FALSE, T_TRUE, T_NUM, T_STR, T_TABLE, T_REF, T_FUNC, T_STDFN
+  T_NIL, T_FALSE, T_TRUE, T_NUM, T_STR, T_TABLE, T_REF, T_FUNC, T_STD,
+  T_UPREF, T_I64, T_U64
+};
+
+/* Flags of a T_FUNC. */
+enum {
+  FN_ENV = 1,      /* an environment table follows the upvalues */
+  FN_REUSE = 2     /* the job's own function, never referenced again */
 };
 
 /* Registry keys: the addresses of these are unique. */
 static char key_stdname, key_stdfn, key_seen, key_objs, key_refs;
-static char key_dumps, key_loads;
+static char key_dumps, key_loads, key_pool, key_fnkey;
 
 struct enc {
   struct nsh_ctx *c;
@@ -40,7 +47,10 @@ struct enc {
   struct nsh_buf *b;
   int seen, objs, stdname, dumps;   /* stack indices of the tables */
   int nobj;
+  int nuv;                          /* upvalue ids met, in objs[-k] */
   int depth;
+  int fn1_shared;                   /* object 1 is met again or joined */
+  size_t fn1_flags;                 /* where the job function's flags go */
   const char *what;
   /* On failure: the reason, then the path, innermost step first. */
   char why[160];
@@ -50,11 +60,14 @@ struct enc {
 };
 
 struct dec {
+  struct nsh_ctx *c;
   lua_State *L;
   const unsigned char *p, *end;
   int refs, stdfn, loads;
   int nobj;
   int depth;
+  int reused;                       /* the job's function is poolable */
+  uint64_t index;                   /* which top-level value */
   const char *err;
 };
 
@@ -152,6 +165,8 @@ static int remember(struct enc *e, int idx) {
   if (!lua_isnil(e->L, -1)) {
     int id = (int)lua_tointeger(e->L, -1);
     lua_pop(e->L, 1);
+    if (id == 1)
+      e->fn1_shared = 1;
     if (put_byte(e, T_REF) != 0 || put_varint(e, (uint64_t)id) != 0)
       return -1;
     return 1;
@@ -191,25 +206,56 @@ static void key_step(struct enc *e, int kidx) {
 }
 
 
+/* Is the key at kidx an integer in 1..n, so in the array run? */
+static int in_run(lua_State *L, int kidx, size_t n) {
+  lua_Number k;
+
+  if (lua_type(L, kidx) != LUA_TNUMBER)
+    return 0;
+  k = lua_tonumber(L, kidx);
+  return k >= 1 && k <= (lua_Number)n && k == (lua_Number)(size_t)k;
+}
+
+
+/* A table is its run 1..#t as bare values, then every other key and
+ * value, a nil, and the metatable. */
 static int encode_table(struct enc *e, int idx) {
   lua_State *L = e->L;
+  size_t n, i;
   int r;
 
   r = remember(e, idx);
   if (r != 0)
     return r < 0 ? -1 : 0;
-  if (put_byte(e, T_TABLE) != 0 ||
-      put_varint(e, (uint64_t)lua_objlen(L, idx)) != 0)
+  n = lua_objlen(L, idx);
+  if (put_byte(e, T_TABLE) != 0 || put_varint(e, (uint64_t)n) != 0)
     return -1;
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, idx, (int)i);
+    /* Numbers are most of what arrays hold: write them in place. */
+    if (lua_type(L, -1) == LUA_TNUMBER &&
+        nsh_buf_reserve(e->b, 1 + sizeof(lua_Number)) == 0) {
+      lua_Number x = lua_tonumber(L, -1);
+      e->b->data[e->b->len] = T_NUM;
+      memcpy(e->b->data + e->b->len + 1, &x, sizeof(x));
+      e->b->len += 1 + sizeof(x);
+      lua_pop(L, 1);
+      continue;
+    }
+    r = encode(e, lua_gettop(L));
+    lua_pop(L, 1);
+    if (r != 0)
+      return step(e, "key %d", (int)i);
+  }
 
   lua_pushnil(L);
   while (lua_next(L, idx) != 0) {
-    if (encode(e, lua_gettop(L) - 1) != 0) {
-      key_step(e, lua_gettop(L) - 1);
-      lua_pop(L, 2);
-      return -1;
+    if (in_run(L, -2, n)) {
+      lua_pop(L, 1);
+      continue;
     }
-    if (encode(e, lua_gettop(L)) != 0) {
+    if (encode(e, lua_gettop(L) - 1) != 0 ||
+        encode(e, lua_gettop(L)) != 0) {
       key_step(e, lua_gettop(L) - 1);
       lua_pop(L, 2);
       return -1;
@@ -272,45 +318,143 @@ static int put_bytecode(struct enc *e, int idx) {
 }
 
 
+/* Writes upvalue i of the function at idx, which has id fid.  An
+ * upvalue that an earlier function of the message shares (two closures
+ * over one local) is written as a join to that function's upvalue. */
+static int put_upvalue(struct enc *e, int idx, int fid, int i) {
+  lua_State *L = e->L;
+  void *uid = lua_upvalueid(L, idx, i);
+  const char *name;
+  int r;
+
+  lua_pushlightuserdata(L, uid);
+  lua_rawget(L, e->seen);
+  if (!lua_isnil(L, -1)) {
+    int code = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    if (fid == 1 || code >> 8 == 1)
+      e->fn1_shared = 1;
+    return put_byte(e, T_UPREF) || put_varint(e, (uint64_t)(code >> 8)) ||
+           put_byte(e, code & 0xff) ? -1 : 0;
+  }
+  lua_pop(L, 1);
+  lua_pushlightuserdata(L, uid);
+  lua_pushinteger(L, fid * 256 + i);
+  lua_rawset(L, e->seen);
+  lua_pushlightuserdata(L, uid);
+  lua_rawseti(L, e->objs, -++e->nuv);
+
+  name = lua_getupvalue(L, idx, i);
+  r = encode(e, lua_gettop(L));
+  lua_pop(L, 1);
+  return r != 0 ? step(e, "upvalue '%.48s'", name != NULL ? name : "?") : 0;
+}
+
+
+static int get_G(lua_State *L) {
+  lua_getfield(L, 1, "_G");
+  return 1;
+}
+
+
+/* Pushes the environment a function takes along and returns 1, or
+ * returns 0 when it needs none: its environment is the global table,
+ * or stands for it, its _G (looked up through __index, protected) being
+ * the global table, as in busted's per-file environments.  Such a
+ * function runs with the worker's globals; any other environment is
+ * copied like a table. */
+static int push_env(lua_State *L, int idx) {
+  int top = lua_gettop(L);
+
+  lua_getfenv(L, idx);
+  if (!lua_istable(L, -1) || lua_rawequal(L, -1, LUA_GLOBALSINDEX)) {
+    lua_settop(L, top);
+    return 0;
+  }
+  lua_pushcfunction(L, get_G);
+  lua_pushvalue(L, top + 1);
+  if (lua_pcall(L, 1, 1, 0) == 0 && lua_rawequal(L, -1, LUA_GLOBALSINDEX)) {
+    lua_settop(L, top);
+    return 0;
+  }
+  lua_settop(L, top + 1);
+  return 1;
+}
+
+
 static int encode_function(struct enc *e, int idx) {
   lua_State *L = e->L;
   lua_Debug ar;
-  const char *name;
-  int r, i;
-
-  /* Standard functions (and the runtime's own) cross by name and
-   * arrive as the receiver's. */
-  lua_pushvalue(L, idx);
-  lua_rawget(L, e->stdname);
-  if (!lua_isnil(L, -1)) {
-    name = lua_tostring(L, -1);
-    r = put_byte(e, T_STDFN) || put_lstr(e, name, strlen(name));
-    lua_pop(L, 1);
-    return r ? -1 : 0;
-  }
-  lua_pop(L, 1);
-  if (lua_iscfunction(L, idx))
-    return fail(e, "a C function that is not from the standard library "
-                   "(only standard functions cross, by name)");
+  size_t flagpos;
+  int r, i, fid, flags = 0;
 
   r = remember(e, idx);
   if (r != 0)
     return r < 0 ? -1 : 0;
+  fid = e->nobj;
   lua_pushvalue(L, idx);
   lua_getinfo(L, ">u", &ar);
-  if (put_byte(e, T_FUNC) != 0 || put_bytecode(e, idx) != 0 ||
-      put_varint(e, (uint64_t)ar.nups) != 0)
+  flagpos = e->b->len + 1;
+  if (put_byte(e, T_FUNC) != 0 || put_byte(e, 0) != 0 ||
+      put_bytecode(e, idx) != 0 || put_varint(e, (uint64_t)ar.nups) != 0)
     return -1;
-  for (i = 1; i <= ar.nups; i++) {
-    name = lua_getupvalue(L, idx, i);
-    if (encode(e, lua_gettop(L)) != 0) {
-      step(e, "upvalue '%.48s'", name != NULL ? name : "?");
-      lua_pop(L, 1);
+  for (i = 1; i <= ar.nups; i++)
+    if (put_upvalue(e, idx, fid, i) != 0)
       return -1;
-    }
+
+  if (push_env(L, idx)) {
+    flags |= FN_ENV;
+    if (fid == 1)
+      e->fn1_shared = 1;
+    r = encode(e, lua_gettop(L));
     lua_pop(L, 1);
+    if (r != 0)
+      return step(e, "environment");
   }
+  e->b->data[flagpos] = (char)flags;
   return 0;
+}
+
+
+/* Standard functions, io.stdout and io.stderr (and the runtime's own
+ * functions) cross by name and arrive as the receiver's.  Returns 1 if
+ * the value at idx was written so, 0 if it has no name, -1 on error. */
+static int put_std(struct enc *e, int idx) {
+  lua_State *L = e->L;
+  const char *name;
+  int r;
+
+  lua_pushvalue(L, idx);
+  lua_rawget(L, e->stdname);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  name = lua_tostring(L, -1);
+  r = put_byte(e, T_STD) || put_lstr(e, name, strlen(name));
+  lua_pop(L, 1);
+  return r ? -1 : 1;
+}
+
+
+/* 64-bit integer cdata (1LL, 1ULL) cross with all 64 bits; any other
+ * cdata is refused.  The kind comes from a helper in lua/runtime.lua
+ * that asks the FFI. */
+static int encode_cdata(struct enc *e, int idx) {
+  lua_State *L = e->L;
+  int kind;
+
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->c->cdata_kind_ref);
+  lua_pushvalue(L, idx);
+  lua_call(L, 1, 1);
+  kind = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  if (kind != 1 && kind != 2)
+    return fail(e, "a cdata (only the 64-bit integers int64_t and "
+                   "uint64_t cross; other FFI data is not copied)");
+  if (put_byte(e, kind == 1 ? T_I64 : T_U64) != 0)
+    return -1;
+  return put(e, lua_topointer(L, idx), 8);
 }
 
 
@@ -336,8 +480,15 @@ static int encode(struct enc *e, int idx) {
     if (put_byte(e, T_STR) != 0)
       return -1;
     return put_lstr(e, s, n);
-  case LUA_TTABLE:
   case LUA_TFUNCTION:
+    r = put_std(e, idx);
+    if (r != 0)
+      return r < 0 ? -1 : 0;
+    if (lua_iscfunction(L, idx))
+      return fail(e, "a C function that is not from the standard library "
+                     "(only standard functions cross, by name)");
+    /* fall through */
+  case LUA_TTABLE:
     if (e->depth >= MAX_DEPTH)
       return fail(e, "a value nested more than 12000 levels deep");
     if (!lua_checkstack(L, 8))
@@ -350,10 +501,14 @@ static int encode(struct enc *e, int idx) {
     return fail(e, "a thread (a coroutine belongs to the Lua state "
                    "that made it)");
   case LUA_TUSERDATA:
+    r = put_std(e, idx);
+    if (r != 0)
+      return r < 0 ? -1 : 0;
+    /* fall through */
   case LUA_TLIGHTUSERDATA:
     return fail(e, "a userdata (C data that only its own state knows)");
   case LUA_TCDATA_JIT:
-    return fail(e, "a cdata (FFI data is not copied between states)");
+    return encode_cdata(e, idx);
   default:
     return fail(e, "a value of an unknown type");
   }
@@ -380,8 +535,10 @@ static void push_registry_table(lua_State *L, void *key, const char *mode) {
 
 
 /* Forgets the ids of this message; the tables stay for the next. */
-static void forget(lua_State *L, int seen, int objs, int n) {
-  for (int i = 1; i <= n; i++) {
+static void forget(lua_State *L, int seen, int objs, int n, int nuv) {
+  for (int i = -nuv; i <= n; i++) {
+    if (i == 0)
+      continue;
     lua_rawgeti(L, objs, i);
     lua_pushnil(L);
     lua_rawset(L, seen);
@@ -435,6 +592,8 @@ int nsh_codec_encode(struct nsh_ctx *c, lua_State *L, int first, int n,
 
   if (put_varint(&e, (uint64_t)n) != 0)
     r = -1;
+  if (has_fn)
+    e.fn1_flags = e.b->len + 1;
   for (i = 0; i < n && r == 0; i++) {
     if (encode(&e, first + i) != 0) {
       if (has_fn && i == 0)
@@ -444,7 +603,12 @@ int nsh_codec_encode(struct nsh_ctx *c, lua_State *L, int first, int n,
       r = -1;
     }
   }
-  forget(L, e.seen, e.objs, e.nobj);
+  /* The job's own function may be pooled by the worker when nothing
+   * else in the message refers to it. */
+  if (r == 0 && has_fn && e.b->data[e.fn1_flags - 1] == T_FUNC &&
+      !e.fn1_shared)
+    e.b->data[e.fn1_flags] |= FN_REUSE;
+  forget(L, e.seen, e.objs, e.nobj, e.nuv);
   lua_settop(L, base);
   if (r != 0)
     push_error(&e);
@@ -495,16 +659,23 @@ static int decode(struct dec *d);
 
 static int decode_table(struct dec *d) {
   lua_State *L = d->L;
-  uint64_t narr;
+  uint64_t narr, i;
   int t;
 
   if (get_varint(d, &narr) != 0)
     return -1;
-  lua_createtable(L, narr > 1u << 24 ? 1 << 24 : (int)narr, 0);
+  if (narr > (uint64_t)(d->end - d->p))
+    return bad(d, "a truncated table");
+  lua_createtable(L, (int)narr, 0);
   t = lua_gettop(L);
   lua_pushvalue(L, t);
   lua_rawseti(L, d->refs, ++d->nobj);
 
+  for (i = 1; i <= narr; i++) {
+    if (decode(d) != 0)
+      return -1;
+    lua_rawseti(L, t, (int)i);
+  }
   for (;;) {
     if (d->p < d->end && *d->p == T_NIL) {
       d->p++;
@@ -524,15 +695,17 @@ static int decode_table(struct dec *d) {
 }
 
 
-/* Functions without upvalues are loaded once per bytecode and shared;
- * the cache is dropped whole when it grows past a bound. */
+/* Functions without upvalues or environment are loaded once per
+ * bytecode and shared: nothing in them can differ between jobs.  The
+ * cache is dropped whole when it grows past a bound. */
 #define MAX_LOADS 256
 
 static int load_function(struct dec *d, const char *bc, size_t n,
-                         uint64_t nups) {
+                         int share) {
   lua_State *L = d->L;
+  int count;
 
-  if (nups == 0) {
+  if (share) {
     lua_pushlstring(L, bc, n);
     lua_rawget(L, d->loads);
     if (!lua_isnil(L, -1))
@@ -543,25 +716,128 @@ static int load_function(struct dec *d, const char *bc, size_t n,
     lua_pop(L, 1);
     return bad(d, "bytecode that does not load");
   }
-  if (nups == 0) {
-    lua_rawgeti(L, d->loads, 0);
-    int count = (int)lua_tointeger(L, -1) + 1;
+  if (!share)
+    return 0;
+  lua_rawgeti(L, d->loads, 0);
+  count = (int)lua_tointeger(L, -1) + 1;
+  lua_pop(L, 1);
+  if (count > MAX_LOADS) {
+    lua_newtable(L);
+    lua_pushlightuserdata(L, &key_loads);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_replace(L, d->loads);
+    count = 1;
+  }
+  lua_pushinteger(L, count);
+  lua_rawseti(L, d->loads, 0);
+  lua_pushlstring(L, bc, n);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, d->loads);
+  return 0;
+}
+
+/* ---- The pool of job functions ------------------------------------------ */
+
+/* Loading bytecode makes new prototypes, and LuaJIT compiles traces per
+ * prototype: a job function loaded afresh for every job would be
+ * compiled again every time.  So a worker keeps the closures of job
+ * functions that ran, per bytecode, and gives the next job of the same
+ * bytecode one of them with its new upvalues.  Only the job's own
+ * function is pooled, only when nothing else in the message refers to it
+ * or shares its upvalues (the encoder's FN_REUSE), and only when it has
+ * no inner functions, which could keep its upvalues alive after the job.
+ * Both the closures per bytecode and the bytecodes are bounded. */
+#define POOL_PER_KEY 8
+#define POOL_KEYS 256
+
+/* Pushes a pooled closure for bc and returns 1, or returns 0. */
+static int take_pooled(struct dec *d, const char *bc, size_t n) {
+  lua_State *L = d->L;
+  int k;
+
+  push_registry_table(L, &key_pool, NULL);
+  lua_pushlstring(L, bc, n);
+  lua_rawget(L, -2);
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 2);
+    return 0;
+  }
+  k = (int)lua_objlen(L, -1);
+  if (k == 0) {
+    lua_pop(L, 2);
+    return 0;
+  }
+  lua_rawgeti(L, -1, k);
+  lua_pushnil(L);
+  lua_rawseti(L, -3, k);
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+  return 1;
+}
+
+
+/* A freshly loaded job function at the top: remember its bytecode, so
+ * that it can go back to the pool, unless it has inner functions. */
+static void mark_poolable(struct dec *d, const char *bc, size_t n) {
+  lua_State *L = d->L;
+  int f = lua_gettop(L);
+
+  lua_rawgeti(L, LUA_REGISTRYINDEX, d->c->children_ref);
+  lua_pushvalue(L, f);
+  lua_call(L, 1, 1);
+  if (!lua_toboolean(L, -1)) {
+    push_registry_table(L, &key_fnkey, "k");
+    lua_pushvalue(L, f);
+    lua_pushlstring(L, bc, n);
+    lua_rawset(L, -3);
     lua_pop(L, 1);
-    if (count > MAX_LOADS) {
+    d->reused = 1;
+  }
+  lua_settop(L, f);
+}
+
+
+void nsh_codec_pool_put(lua_State *L, int idx) {
+  int keys;
+
+  if (idx < 0)
+    idx = lua_gettop(L) + idx + 1;
+  push_registry_table(L, &key_fnkey, "k");
+  lua_pushvalue(L, idx);
+  lua_rawget(L, -2);                     /* fnkey bc */
+  if (!lua_isstring(L, -1)) {
+    lua_pop(L, 2);
+    return;
+  }
+  push_registry_table(L, &key_pool, NULL);
+  lua_pushvalue(L, -2);
+  lua_rawget(L, -2);                     /* fnkey bc pool list */
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    lua_rawgeti(L, -1, 0);
+    keys = (int)lua_tointeger(L, -1) + 1;
+    lua_pop(L, 1);
+    if (keys > POOL_KEYS) {
       lua_newtable(L);
-      lua_pushlightuserdata(L, &key_loads);
+      lua_pushlightuserdata(L, &key_pool);
       lua_pushvalue(L, -2);
       lua_rawset(L, LUA_REGISTRYINDEX);
-      lua_replace(L, d->loads);
-      count = 1;
+      lua_replace(L, -2);
+      keys = 1;
     }
-    lua_pushinteger(L, count);
-    lua_rawseti(L, d->loads, 0);
-    lua_pushlstring(L, bc, n);
+    lua_pushinteger(L, keys);
+    lua_rawseti(L, -2, 0);
+    lua_newtable(L);
+    lua_pushvalue(L, -3);
     lua_pushvalue(L, -2);
-    lua_rawset(L, d->loads);
+    lua_rawset(L, -4);                   /* pool[bc] = list */
   }
-  return 0;
+  if (lua_objlen(L, -1) < POOL_PER_KEY) {
+    lua_pushvalue(L, idx);
+    lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+  }
+  lua_pop(L, 4);
 }
 
 
@@ -569,22 +845,71 @@ static int decode_function(struct dec *d) {
   lua_State *L = d->L;
   const char *bc;
   size_t n;
-  uint64_t nups, i;
-  int f;
+  uint64_t nups, i, fid;
+  int f, flags, reuse, pooled = 0;
 
+  if (d->p >= d->end)
+    return bad(d, "a truncated function");
+  flags = *d->p++;
   if (get_lstr(d, &bc, &n) != 0 || get_varint(d, &nups) != 0)
     return -1;
-  if (load_function(d, bc, n, nups) != 0)
+  reuse = (flags & FN_REUSE) && d->index == 0 && d->depth == 1 &&
+          d->c->children_ref != LUA_NOREF;
+  if (reuse)
+    pooled = take_pooled(d, bc, n);
+  if (!pooled &&
+      load_function(d, bc, n, nups == 0 && !(flags & FN_ENV)) != 0)
     return -1;
+  if (pooled)
+    d->reused = 1;
+  else if (reuse)
+    mark_poolable(d, bc, n);
   f = lua_gettop(L);
   lua_pushvalue(L, f);
   lua_rawseti(L, d->refs, ++d->nobj);
+
   for (i = 1; i <= nups; i++) {
+    if (d->p < d->end && *d->p == T_UPREF) {
+      d->p++;
+      if (get_varint(d, &fid) != 0 || d->p >= d->end)
+        return -1;
+      if (fid == 0 || fid > (uint64_t)d->nobj)
+        return bad(d, "a join to an unknown function");
+      lua_rawgeti(L, d->refs, (int)fid);
+      if (!lua_isfunction(L, -1))
+        return bad(d, "a join to something that is not a function");
+      lua_upvaluejoin(L, f, (int)i, -1, *d->p++);
+      lua_pop(L, 1);
+      continue;
+    }
     if (decode(d) != 0)
       return -1;
     if (lua_setupvalue(L, f, (int)i) == NULL)
       lua_pop(L, 1);
   }
+  if (flags & FN_ENV) {
+    if (decode(d) != 0)
+      return -1;
+    if (lua_istable(L, -1))
+      lua_setfenv(L, f);
+    else
+      lua_pop(L, 1);
+  }
+  return 0;
+}
+
+
+/* A 64-bit integer: a new cdata of the kind, its 8 bytes filled in. */
+static int decode_int64(struct dec *d, int kind) {
+  lua_State *L = d->L;
+
+  if ((size_t)(d->end - d->p) < 8)
+    return bad(d, "a truncated integer");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, d->c->new_int64_ref);
+  lua_pushinteger(L, kind);
+  lua_call(L, 1, 1);
+  memcpy((void *)lua_topointer(L, -1), d->p, 8);
+  d->p += 8;
   return 0;
 }
 
@@ -625,13 +950,16 @@ static int decode(struct dec *d) {
       return bad(d, "a reference to an unknown object");
     lua_rawgeti(L, d->refs, (int)id);
     return 0;
-  case T_STDFN:
+  case T_I64:
+  case T_U64:
+    return decode_int64(d, tag == T_I64 ? 1 : 2);
+  case T_STD:
     if (get_lstr(d, &s, &n) != 0)
       return -1;
     lua_pushlstring(L, s, n);
     lua_rawget(L, d->stdfn);
     if (lua_isnil(L, -1))
-      return bad(d, "a standard function this state does not have");
+      return bad(d, "a standard value this state does not have");
     return 0;
   case T_TABLE:
   case T_FUNC:
@@ -661,8 +989,8 @@ int nsh_codec_decode(struct nsh_ctx *c, lua_State *L, const char *data,
   uint64_t n, i;
   int base;
 
-  (void)c;
   memset(&d, 0, sizeof(d));
+  d.c = c;
   d.L = L;
   d.p = (const unsigned char *)data;
   d.end = d.p + len;
@@ -681,10 +1009,11 @@ int nsh_codec_decode(struct nsh_ctx *c, lua_State *L, const char *data,
     bad(&d, "too many values for the Lua stack");
     goto error;
   }
-  for (i = 0; i < n; i++)
+  for (d.index = 0; d.index < n; d.index++)
     if (decode(&d) != 0)
       goto error;
 
+  c->decoded_poolable = d.reused;
   clear_refs(L, d.refs, d.nobj);
   for (i = 0; i < 3; i++)
     lua_remove(L, base + 1);
@@ -744,6 +1073,21 @@ void nsh_codec_open(lua_State *L) {
   names = lua_gettop(L) - 1;
   fns = names + 1;
   add_std(L, names, fns, NULL, LUA_GLOBALSINDEX);
+  /* The standard output streams cross as the receiver's own; standard
+   * input does not, as it should have one reader. */
+  lua_getglobal(L, "io");
+  if (lua_istable(L, -1)) {
+    static const char *const streams[] = { "stdout", "stderr", NULL };
+    for (i = 0; streams[i] != NULL; i++) {
+      lua_getfield(L, -1, streams[i]);       /* io ud */
+      lua_pushfstring(L, "io.%s", streams[i]);
+      lua_pushvalue(L, -1);
+      lua_pushvalue(L, -3);
+      lua_rawset(L, fns);                      /* fns[name] = ud */
+      lua_rawset(L, names);                    /* names[ud] = name */
+    }
+  }
+  lua_pop(L, 1);
   for (i = 0; libs[i] != NULL; i++) {
     lua_getglobal(L, libs[i]);
     if (lua_istable(L, -1))

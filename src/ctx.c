@@ -28,10 +28,18 @@ static void on_inbox(uv_async_t *a) {
 
   for (m = nsh_inbox_take(&c->inbox); m != NULL; m = next) {
     next = m->next;
-    if (m->kind == NSH_MSG_JOB)
-      nsh_worker_start_job(c, m);
-    else
+    if (m->kind == NSH_MSG_JOB) {
+      /* Started from run_ready, one at a time, so that a job that ends
+       * at once hands its function on to the next (see codec.c). */
+      m->next = NULL;
+      if (c->jobs == NULL)
+        c->jobs = m;
+      else
+        c->jobs_tail->next = m;
+      c->jobs_tail = m;
+    } else {
       nsh_job_finish(c, m);
+    }
   }
 }
 
@@ -41,6 +49,7 @@ int nsh_ctx_init(struct nsh_ctx *c, nshost_runtime_t *rt, int id) {
   c->rt = rt;
   c->id = id;
   c->tasks_ref = LUA_NOREF;
+  c->children_ref = LUA_NOREF;
   if (uv_loop_init(&c->loop) != 0)
     return -1;
   if (nsh_inbox_init(&c->inbox, &c->loop, on_inbox) != 0) {
@@ -130,6 +139,7 @@ struct nsh_task *nsh_task_new(struct nsh_ctx *c, int nargs) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->tasks_ref);
   t->co = lua_newthread(L);
   t->ref = luaL_ref(L, -2);
+  t->fn_ref = LUA_NOREF;
   lua_pop(L, 1);
   if (nargs >= 0)
     lua_xmove(L, t->co, nargs + 1);
@@ -140,6 +150,13 @@ struct nsh_task *nsh_task_new(struct nsh_ctx *c, int nargs) {
 void nsh_task_free(struct nsh_ctx *c, struct nsh_task *t) {
   lua_rawgeti(c->L, LUA_REGISTRYINDEX, c->tasks_ref);
   luaL_unref(c->L, -1, t->ref);
+  if (t->fn_ref != LUA_NOREF) {
+    /* The job is over: its function may serve the next one. */
+    lua_rawgeti(c->L, -1, t->fn_ref);
+    nsh_codec_pool_put(c->L, -1);
+    lua_pop(c->L, 1);
+    luaL_unref(c->L, -1, t->fn_ref);
+  }
   lua_pop(c->L, 1);
   free(t);
 }
@@ -177,7 +194,7 @@ void nsh_task_done(struct nsh_ctx *c, struct nsh_task *t, int status) {
 }
 
 
-static void resume(struct nsh_ctx *c, struct nsh_task *t) {
+void nsh_task_resume(struct nsh_ctx *c, struct nsh_task *t) {
   struct nsh_task *prev = c->current;
   int nargs, status;
 
@@ -198,9 +215,14 @@ static void resume(struct nsh_ctx *c, struct nsh_task *t) {
 }
 
 
+/* New jobs started per pass, so that the loop still gets its turn when
+ * thousands are queued. */
+#define START_BATCH 256
+
 void nsh_ctx_run_ready(struct nsh_ctx *c) {
-  size_t n;
   struct nsh_task *t;
+  struct nsh_msg *m;
+  size_t n;
 
   /* Only the tasks ready now: one that keeps yielding must not starve
    * the loop. */
@@ -208,11 +230,17 @@ void nsh_ctx_run_ready(struct nsh_ctx *c) {
     t = c->ready[c->rhead];
     c->rhead = (c->rhead + 1) % c->rcap;
     c->rlen--;
-    resume(c, t);
+    nsh_task_resume(c, t);
+  }
+  for (n = 0; n < START_BATCH && (m = c->jobs) != NULL; n++) {
+    c->jobs = m->next;
+    nsh_worker_start_job(c, m);
   }
 }
 
 
 void nsh_ctx_turn(struct nsh_ctx *c) {
-  uv_run(&c->loop, c->rlen > 0 ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+  int busy = c->rlen > 0 || c->jobs != NULL;
+
+  uv_run(&c->loop, busy ? UV_RUN_NOWAIT : UV_RUN_ONCE);
 }

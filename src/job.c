@@ -48,9 +48,9 @@ void nsh_job_report(struct nsh_ctx *c, struct nsh_job *j) {
   j->awaited = 1;
   text = nsh_job_error_text(j->result, &len, &rest, &restlen);
   nsh_runtime_unhandled(c->rt);
-  nsh_log(c->rt, NSHOST_LOG_ERROR, "worker %d: a job spawned at %s failed "
-          "and nobody awaited it: %.*s", j->result->worker, j->site,
-          (int)len, text);
+  nsh_log(c->rt, NSHOST_LOG_ERROR, "worker %d: a job spawned at %s:%d "
+          "failed and nobody awaited it: %.*s", j->result->worker, j->site,
+          j->line, (int)len, text);
 }
 
 

@@ -40,14 +40,21 @@ static struct nsh_job *check_job(lua_State *L, int idx) {
 
 /* ---- spawn ----------------------------------------------------------------- */
 
+/* The first Lua frame above spawn: where the user called it, even
+ * through pcall.  Kept raw; formatted only for a report. */
 static void spawn_site(lua_State *L, struct nsh_job *j) {
   lua_Debug ar;
+  int level;
 
-  if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar))
-    snprintf(j->site, sizeof(j->site), "%s:%d", ar.short_src,
-             ar.currentline);
-  else
-    snprintf(j->site, sizeof(j->site), "?");
+  for (level = 1; lua_getstack(L, level, &ar); level++) {
+    if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0) {
+      memcpy(j->site, ar.short_src, sizeof(j->site));
+      j->site[sizeof(j->site) - 1] = '\0';
+      j->line = ar.currentline;
+      return;
+    }
+  }
+  memcpy(j->site, "?", 2);
 }
 
 
@@ -157,7 +164,8 @@ static int job_tostring(lua_State *L) {
   static const char *const st[] = { "pending", "done", "failed",
                                     "cancelled" };
 
-  lua_pushfstring(L, "job (%s, spawned at %s)", st[j->status], j->site);
+  lua_pushfstring(L, "job (%s, spawned at %s:%d)", st[j->status], j->site,
+                  j->line);
   return 1;
 }
 
@@ -262,9 +270,11 @@ static int lresult(lua_State *L) {
     return lua_error(L);
   case NSH_JOB_CANCELLED:
     return luaL_error(L, "job cancelled: the runtime shut down before "
-                         "the job spawned at %s finished", j->site);
+                         "the job spawned at %s:%d finished", j->site,
+                      j->line);
   default:
-    return luaL_error(L, "job spawned at %s has not finished", j->site);
+    return luaL_error(L, "job spawned at %s:%d has not finished", j->site,
+                      j->line);
   }
 }
 
@@ -433,6 +443,12 @@ void nsh_lruntime_open(struct nsh_ctx *c, lua_State *L) {
   lua_call(L, 1, 1);                     /* core runtime */
   lua_getfield(L, -2, "run_job");
   c->runner_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, -2, "has_children");
+  c->children_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, -2, "cdata_kind");
+  c->cdata_kind_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, -2, "new_int64");
+  c->new_int64_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_remove(L, -2);
 
   lua_pushvalue(L, -1);

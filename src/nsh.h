@@ -77,7 +77,8 @@ struct nsh_job {
   int has_handle;
   struct nsh_msg *result;   /* NSH_MSG_RESULT, kept for await */
   struct nsh_task *waiters; /* tasks parked until it finishes */
-  char site[96];            /* where it was spawned, for reports */
+  char site[64];            /* where it was spawned: a short source, */
+  int line;                 /* and a line, for reports */
 };
 
 /* A coroutine the scheduler runs: the main script or a job. */
@@ -88,6 +89,7 @@ struct nsh_task {
   int waiting;              /* parked: on a job or a timer */
   int started;              /* resumed at least once */
   int status;               /* how the coroutine ended */
+  int fn_ref;               /* in the task table: a poolable job fn */
   struct nsh_task *wnext;   /* next waiter on the same job */
   struct nsh_task *prev, *next;  /* a worker's live job tasks */
 };
@@ -107,12 +109,18 @@ struct nsh_ctx {
   struct nsh_task *current; /* the task running now, if any */
   struct nsh_task **ready;  /* ring of tasks to resume */
   size_t rhead, rlen, rcap;
+  struct nsh_msg *jobs;     /* workers: jobs not started yet, FIFO */
+  struct nsh_msg *jobs_tail;
   struct nsh_task *tasks;   /* job tasks alive (workers) */
   int ntasks;
   struct nsh_buf scratch;   /* the encoder's buffer, reused */
   int tasks_ref;            /* registry: task table (coroutines) */
   int runner_ref;           /* registry: runs a job under xpcall */
   int paths_version;        /* workers: package paths last taken */
+  int children_ref;         /* registry: has a function inner ones? */
+  int cdata_kind_ref;       /* registry: 1 int64, 2 uint64, else 0 */
+  int new_int64_ref;        /* registry: a new 64-bit integer cdata */
+  int decoded_poolable;     /* the last decode's job fn can be pooled */
   int paths_ref;            /* scripts: package.path last published */
   int main_done;            /* scripts: the main task has ended */
   long inflight;            /* jobs spawned here, outcome not back */
@@ -134,6 +142,8 @@ void nsh_ctx_turn(struct nsh_ctx *c);
  * pops them.  NULL if out of memory. */
 struct nsh_task *nsh_task_new(struct nsh_ctx *c, int nargs);
 void nsh_task_ready(struct nsh_ctx *c, struct nsh_task *t);
+/* Runs t until it yields or ends.  Never from a libuv callback. */
+void nsh_task_resume(struct nsh_ctx *c, struct nsh_task *t);
 /* Called when a task's coroutine returns or fails; the worker and the
  * script each have their own. */
 void nsh_task_done(struct nsh_ctx *c, struct nsh_task *t, int status);
@@ -197,6 +207,9 @@ int nsh_codec_encode(struct nsh_ctx *c, lua_State *L, int first, int n,
  * error message pushed. */
 int nsh_codec_decode(struct nsh_ctx *c, lua_State *L, const char *data,
                      size_t len);
+/* Gives the job function at idx back to the pool of its bytecode,
+ * if it was marked poolable when decoded. */
+void nsh_codec_pool_put(lua_State *L, int idx);
 /* Builds the per-state tables the codec needs (standard functions). */
 void nsh_codec_open(lua_State *L);
 

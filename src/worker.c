@@ -173,6 +173,13 @@ static int start_p(lua_State *L) {
   a->t = nsh_task_new(a->c, n);
   if (a->t == NULL)
     return luaL_error(L, "not enough memory");
+  if (a->c->decoded_poolable) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->c->tasks_ref);
+    lua_pushvalue(a->t->co, 2);
+    lua_xmove(a->t->co, L, 1);
+    a->t->fn_ref = luaL_ref(L, -2);
+    lua_pop(L, 1);
+  }
   return 0;
 }
 
@@ -224,7 +231,7 @@ void nsh_worker_start_job(struct nsh_ctx *c, struct nsh_msg *m) {
   a.t->job = m->job;
   free(m);
   link_task(c, a.t);
-  nsh_task_ready(c, a.t);
+  nsh_task_resume(c, a.t);
 }
 
 
@@ -310,6 +317,10 @@ static void drain(struct nsh_ctx *c) {
     else
       nsh_job_finish(c, m);
   }
+  while ((m = c->jobs) != NULL) {
+    c->jobs = m->next;
+    cancel_msg(c, m);
+  }
   while ((t = c->tasks) != NULL) {
     reply(c, t->job, NULL);
     unlink_task(c, t);
@@ -339,7 +350,8 @@ void nsh_worker_main(void *arg) {
     nsh_ctx_run_ready(c);
     if (atomic_load(&c->cancel))
       break;
-    if (atomic_load(&c->stopping) && c->ntasks == 0 && c->rlen == 0)
+    if (atomic_load(&c->stopping) && c->ntasks == 0 && c->rlen == 0 &&
+        c->jobs == NULL)
       break;
     nsh_ctx_turn(c);
   }
