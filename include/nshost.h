@@ -96,6 +96,9 @@ typedef struct {
   void *log_ud;
   nshost_setup_cb setup;    /* NULL: nothing extra in new states */
   void *setup_ud;
+  size_t worker_memory;     /* bytes of Lua memory per worker; 0: no
+                               limit.  A job that goes past it fails with
+                               "not enough memory"; the worker goes on. */
 } nshost_config_t;
 
 /* Fills cfg with the defaults. */
@@ -154,6 +157,15 @@ NSHOST_EXTERN struct lua_State *nshost_script_lua(nshost_script_t *s);
  * Pops the function and arguments.  Returns 0, or NSHOST_ELUA with the
  * error value and then a traceback string pushed (2 values). */
 NSHOST_EXTERN int nshost_script_run(nshost_script_t *s, int nargs);
+
+/* Stops the script as a signal would: the running or waiting main
+ * task ends with the error "interrupted by signal N", and
+ * nshost_script_run returns.  Async-signal-safe, and safe from any
+ * thread.  A loop compiled by the JIT is not interrupted. */
+NSHOST_EXTERN void nshost_script_interrupt(nshost_script_t *s, int signum);
+
+/* The signal passed to nshost_script_interrupt, or 0. */
+NSHOST_EXTERN int nshost_script_interrupted(nshost_script_t *s);
 
 /* Closes the script's state (finalizers run) and frees it. */
 NSHOST_EXTERN void nshost_script_free(nshost_script_t *s);

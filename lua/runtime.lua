@@ -54,7 +54,7 @@ end
 local traceback, xpcall = debug.traceback, xpcall
 
 local function on_error(e)
-  local tb = traceback("", 2)
+  local tb = traceback("", 2):sub(2)
   tb = tb:gsub("\n\t%[C%]: in function 'xpcall'.*$", "")
   return { e, (tb:gsub("\n\t%[builtin#%d+%]:[^\n]*$", "")) }
 end

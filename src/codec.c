@@ -506,6 +506,14 @@ static int encode(struct enc *e, int idx) {
       return r < 0 ? -1 : 0;
     /* fall through */
   case LUA_TLIGHTUSERDATA:
+    if (lua_getmetatable(L, idx)) {
+      luaL_getmetatable(L, "nshost.job");
+      r = lua_rawequal(L, -1, -2);
+      lua_pop(L, 2);
+      if (r)
+        return fail(e, "a job handle (await the job and send its "
+                       "results instead)");
+    }
     return fail(e, "a userdata (C data that only its own state knows)");
   case LUA_TCDATA_JIT:
     return encode_cdata(e, idx);

@@ -72,11 +72,41 @@ struct nsh_ctx *nsh_ctx_of(lua_State *L) {
 }
 
 
+/* The allocator of a worker with a memory limit: past the limit an
+ * allocation fails, and Lua raises "not enough memory" in the job that
+ * asked, which its awaiter then gets; the worker goes on. */
+static void *limited_alloc(void *ud, void *p, size_t osize, size_t nsize) {
+  struct nsh_ctx *c = ud;
+  void *q;
+
+  if (nsize == 0) {
+    free(p);
+    c->mem_used -= osize;
+    return NULL;
+  }
+  if (nsize > osize && c->mem_used + (nsize - osize) > c->mem_limit)
+    return NULL;
+  q = realloc(p, nsize);
+  if (q != NULL)
+    c->mem_used = c->mem_used - osize + nsize;
+  return q;
+}
+
+
 int nsh_ctx_open_lua(struct nsh_ctx *c) {
   const nshost_config_t *cfg = nsh_runtime_config(c->rt);
-  lua_State *L;
+  lua_State *L = NULL;
 
-  L = luaL_newstate();
+  c->mem_limit = c->id > 0 ? cfg->worker_memory : 0;
+  if (c->mem_limit > 0) {
+    L = lua_newstate(limited_alloc, c);
+    if (L == NULL)
+      nsh_log(c->rt, NSHOST_LOG_WARN, "worker %d: this LuaJIT cannot take "
+              "a custom allocator; running without the memory limit",
+              c->id);
+  }
+  if (L == NULL)
+    L = luaL_newstate();
   if (L == NULL)
     return NSHOST_ENOMEM;
   c->L = L;
@@ -94,6 +124,7 @@ int nsh_ctx_open_lua(struct nsh_ctx *c) {
   lua_settop(L, 0);
   /* After setup, so the embedder's functions cross by name too. */
   nsh_codec_open(L);
+  atomic_store(&c->hook_L, L);
   return 0;
 }
 
@@ -113,8 +144,35 @@ static void close_walk(uv_handle_t *h, void *arg) {
 }
 
 
+static void stop_hook(lua_State *L, lua_Debug *ar) {
+  struct nsh_ctx *c = nsh_ctx_of(L);
+
+  (void)ar;
+  if (c != NULL && c->id == 0)
+    luaL_error(L, "interrupted by signal %d", atomic_load(&c->interrupted));
+  luaL_error(L, "job cancelled: the runtime shut down and the job ran past "
+                "the shutdown timeout");
+}
+
+
+void nsh_ctx_interrupt(struct nsh_ctx *c) {
+  lua_State *L = atomic_load(&c->hook_L);
+
+  if (L != NULL)
+    lua_sethook(L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT,
+                1000);
+}
+
+
+void nsh_ctx_uninterrupt(struct nsh_ctx *c) {
+  if (c->L != NULL)
+    lua_sethook(c->L, NULL, 0, 0);
+}
+
+
 /* Closes the state, then the loop with every handle left on it. */
 void nsh_ctx_close(struct nsh_ctx *c) {
+  atomic_store(&c->hook_L, NULL);
   if (c->L != NULL) {
     lua_close(c->L);
     c->L = NULL;
@@ -147,16 +205,25 @@ struct nsh_task *nsh_task_new(struct nsh_ctx *c, int nargs) {
 }
 
 
+static int pool_put_p(lua_State *L) {
+  struct nsh_task *t = lua_touserdata(L, 1);
+
+  lua_rawgeti(L, LUA_REGISTRYINDEX, nsh_ctx_of(L)->tasks_ref);
+  lua_rawgeti(L, -1, t->fn_ref);
+  nsh_codec_pool_put(L, -1);
+  return 0;
+}
+
+
 void nsh_task_free(struct nsh_ctx *c, struct nsh_task *t) {
+  /* The job is over: its function may serve the next one.  Protected,
+   * as the pool may need memory there is no more of. */
+  if (t->fn_ref != LUA_NOREF && lua_cpcall(c->L, pool_put_p, t) != 0)
+    lua_pop(c->L, 1);
   lua_rawgeti(c->L, LUA_REGISTRYINDEX, c->tasks_ref);
   luaL_unref(c->L, -1, t->ref);
-  if (t->fn_ref != LUA_NOREF) {
-    /* The job is over: its function may serve the next one. */
-    lua_rawgeti(c->L, -1, t->fn_ref);
-    nsh_codec_pool_put(c->L, -1);
-    lua_pop(c->L, 1);
+  if (t->fn_ref != LUA_NOREF)
     luaL_unref(c->L, -1, t->fn_ref);
-  }
   lua_pop(c->L, 1);
   free(t);
 }
@@ -198,10 +265,16 @@ void nsh_task_resume(struct nsh_ctx *c, struct nsh_task *t) {
   struct nsh_task *prev = c->current;
   int nargs, status;
 
+  if (t->abandoned)
+    return;
   nargs = t->started ? 0 : lua_gettop(t->co) - 1;
   t->started = 1;
   c->current = t;
+  if (t->job != NULL)
+    atomic_store_explicit(&c->running, t->job, memory_order_relaxed);
   status = lua_resume(t->co, nargs);
+  atomic_store_explicit(&c->running, prev != NULL ? prev->job : NULL,
+                        memory_order_relaxed);
   c->current = prev;
   if (status != LUA_YIELD) {
     nsh_task_done(c, t, status);

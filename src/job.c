@@ -39,13 +39,33 @@ const char *nsh_job_error_text(struct nsh_msg *m, size_t *len,
 }
 
 
+void nsh_job_seen(struct nsh_ctx *c, struct nsh_job *j) {
+  j->awaited = 1;
+  if (!j->listed)
+    return;
+  j->listed = 0;
+  if (j->fprev != NULL)
+    j->fprev->fnext = j->fnext;
+  else
+    c->failed = j->fnext;
+  if (j->fnext != NULL)
+    j->fnext->fprev = j->fprev;
+}
+
+
+void nsh_job_report_all(struct nsh_ctx *c) {
+  while (c->failed != NULL)
+    nsh_job_report(c, c->failed);
+}
+
+
 void nsh_job_report(struct nsh_ctx *c, struct nsh_job *j) {
   const char *text, *rest;
   size_t len, restlen;
 
   if (j->status != NSH_JOB_FAILED || j->awaited)
     return;
-  j->awaited = 1;
+  nsh_job_seen(c, j);
   text = nsh_job_error_text(j->result, &len, &rest, &restlen);
   nsh_runtime_unhandled(c->rt);
   nsh_log(c->rt, NSHOST_LOG_ERROR, "worker %d: a job spawned at %s:%d "
@@ -67,8 +87,18 @@ void nsh_job_finish(struct nsh_ctx *c, struct nsh_msg *m) {
     nsh_task_ready(c, t);
   }
   j->waiters = NULL;
-  if (!j->has_handle)
+  if (!j->has_handle) {
     nsh_job_report(c, j);
+  } else if (j->status == NSH_JOB_FAILED) {
+    /* Kept until someone awaits it or the handle goes, so that exit
+     * can report it if neither happens. */
+    j->listed = 1;
+    j->fprev = NULL;
+    j->fnext = c->failed;
+    if (c->failed != NULL)
+      c->failed->fprev = j;
+    c->failed = j;
+  }
   nsh_job_release(j);
   nsh_runtime_job_ended(c->rt);
 }

@@ -152,8 +152,7 @@ static int job_gc(lua_State *L) {
     return 0;
   h->job = NULL;
   j->has_handle = 0;
-  if (j->status != NSH_JOB_PENDING)
-    nsh_job_report(ctx(L), j);
+  nsh_job_report(ctx(L), j);
   nsh_job_release(j);
   return 0;
 }
@@ -223,16 +222,28 @@ static int lpark(lua_State *L) {
 /* Turns the loop in place until *flag is set: for callers that cannot
  * yield.  Other ready tasks run meanwhile, so a job placed on this very
  * worker still gets to run. */
+/* Each wait in place may run a task that waits in place in turn, on the
+ * same C stack; past this depth waiting fails instead of overflowing. */
+#define MAX_WAIT_DEPTH 1000
+
 static int wait_in_place(lua_State *L, struct nsh_ctx *c, int *flag,
                          int pending) {
+  if (c->wait_depth >= MAX_WAIT_DEPTH)
+    return luaL_error(L, "too many waits nested on one thread (%d): await "
+                         "or sleep where the code can yield, such as the "
+                         "job's own body", MAX_WAIT_DEPTH);
+  c->wait_depth++;
   while (*flag == pending) {
     nsh_ctx_run_ready(c);
     if (*flag != pending)
       break;
-    if (atomic_load(&c->cancel))
+    if (atomic_load(&c->cancel)) {
+      c->wait_depth--;
       return luaL_error(L, "the runtime shut down while this job waited");
+    }
     nsh_ctx_turn(c);
   }
+  c->wait_depth--;
   return 0;
 }
 
@@ -252,7 +263,7 @@ static int lresult(lua_State *L) {
   size_t len, restlen;
   int n;
 
-  j->awaited = 1;
+  nsh_job_seen(c, j);
   switch (j->status) {
   case NSH_JOB_OK:
     /* The handle stays on the stack, so the outcome stays alive. */
@@ -342,18 +353,23 @@ static int lsleep_park(lua_State *L) {
 }
 
 
+static int sleep_wait_p(lua_State *L) {
+  struct sleeper *s = lua_touserdata(L, 1);
+
+  return wait_in_place(L, nsh_ctx_of(L), &s->fired, 0);
+}
+
+
 static int lsleep_wait(lua_State *L) {
   struct nsh_ctx *c = ctx(L);
-  struct sleeper *s = start_sleep(L, c, NULL);
+  struct sleeper *s;
+  int err;
 
-  while (!s->fired) {
-    nsh_ctx_run_ready(c);
-    if (s->fired || atomic_load(&c->cancel))
-      break;
-    nsh_ctx_turn(c);
-  }
+  luaL_checknumber(L, 1);
+  s = start_sleep(L, c, NULL);
+  err = lua_cpcall(L, sleep_wait_p, s);
   uv_close((uv_handle_t *)&s->timer, free_handle);
-  return 0;
+  return err == 0 ? 0 : lua_error(L);
 }
 
 /* ---- Small things ----------------------------------------------------------- */
@@ -374,6 +390,7 @@ static int lthreads(lua_State *L) {
  * running are cancelled at once, as the process is going away. */
 static int los_exit(lua_State *L) {
   nshost_runtime_shutdown(ctx(L)->rt, 0);
+  nsh_job_report_all(ctx(L));
   lua_pushvalue(L, lua_upvalueindex(2));
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, 0);
@@ -385,6 +402,33 @@ static int los_exit_worker(lua_State *L) {
   return luaL_error(L, "os.exit cannot be called in a job on worker %d; "
                        "return from the job, or call os.exit in the main "
                        "script", ctx(L)->id);
+}
+
+/* print that writes each line with one call, so lines printed by jobs
+ * on several workers at once do not mix. */
+static int lprint(lua_State *L) {
+  int n = lua_gettop(L), i;
+  luaL_Buffer b;
+  const char *s;
+  size_t len;
+
+  lua_getglobal(L, "tostring");
+  luaL_buffinit(L, &b);
+  for (i = 1; i <= n; i++) {
+    lua_pushvalue(L, n + 1);
+    lua_pushvalue(L, i);
+    lua_call(L, 1, 1);
+    if (!lua_isstring(L, -1))
+      return luaL_error(L, "'tostring' must return a string to 'print'");
+    if (i > 1)
+      luaL_addchar(&b, '\t');
+    luaL_addvalue(&b);
+  }
+  luaL_addchar(&b, '\n');
+  luaL_pushresult(&b);
+  s = lua_tolstring(L, -1, &len);
+  fwrite(s, 1, len, stdout);
+  return 0;
 }
 
 /* ---- Opening ---------------------------------------------------------------- */
@@ -458,6 +502,9 @@ void nsh_lruntime_open(struct nsh_ctx *c, lua_State *L) {
   lua_pushvalue(L, -3);
   lua_setfield(L, -2, "runtime");
   lua_pop(L, 3);
+
+  lua_pushcfunction(L, lprint);
+  lua_setglobal(L, "print");
 
   lua_getglobal(L, "os");
   if (c->id == 0) {

@@ -4,7 +4,9 @@
  * only the public API (nshost.h) and Lua's.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,17 +30,22 @@ static const char usage_text[] =
   "  --shutdown-timeout MS  how long jobs still running at exit may take\n"
   "                       before they are cancelled (default 5000)\n"
   "  --allow-unhandled    exit 0 even if a job failed and nobody awaited it\n"
+  "  --worker-memory MB   limit each worker's Lua memory; a job that goes\n"
+  "                       past it fails with \"not enough memory\"\n"
   "  -h, --help           print this help\n"
   "  --                   stop handling options\n"
   "  -                    run the script from standard input\n";
 
 struct options {
+  int worker_mb;
   int threads;
   int shutdown_ms;
   int allow_unhandled;
   int version;
   int first_arg;      /* argv index of the script, or argc */
-  int has_exec;       /* some -e or -l was given */
+  int nexec;          /* -e and -l, in the order given */
+  char kind[64];
+  const char *exec[64];
 };
 
 
@@ -82,21 +89,25 @@ static void parse(int argc, char **argv, struct options *o) {
     { "threads", required_argument, NULL, 't' },
     { "shutdown-timeout", required_argument, NULL, 'S' },
     { "allow-unhandled", no_argument, NULL, 'U' },
+    { "worker-memory", required_argument, NULL, 'M' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
   };
   const char *env = getenv("NSHOST_THREADS");
   int ch;
 
-  if (env != NULL && env[0] != '\0')
-    o->threads = parse_count("NSHOST_THREADS", env, 1, 4096);
   opterr = 0;
   /* "+": stop at the script name, as luajit does. */
-  while ((ch = getopt_long(argc, argv, "+e:l:vt:h", longs, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "+:e:l:vt:h", longs, NULL)) != -1) {
     switch (ch) {
     case 'e':
     case 'l':
-      o->has_exec = 1;
+      if (o->nexec == (int)(sizeof(o->exec) / sizeof(o->exec[0]))) {
+        fputs("nshost: too many -e and -l options (at most 64)\n", stderr);
+        exit(1);
+      }
+      o->kind[o->nexec] = (char)ch;
+      o->exec[o->nexec++] = optarg;
       break;
     case 'v':
       o->version = 1;
@@ -111,20 +122,52 @@ static void parse(int argc, char **argv, struct options *o) {
     case 'U':
       o->allow_unhandled = 1;
       break;
+    case 'M':
+      o->worker_mb = parse_count("--worker-memory", optarg, 1, 1 << 20);
+      break;
     case 'h':
       fputs(usage_text, stdout);
       exit(0);
+    case ':':
+      fprintf(stderr, "nshost: option '%s' needs a value\n",
+              argv[optind - 1]);
+      fputs(usage_text, stderr);
+      exit(1);
     default:
-      if (optopt != 0)
-        fprintf(stderr, "nshost: unknown option '-%c' or missing value\n",
-                optopt);
-      else
-        fprintf(stderr, "nshost: unknown option '%s'\n", argv[optind - 1]);
+      fprintf(stderr, "nshost: unknown option '%s'\n", argv[optind - 1]);
       fputs(usage_text, stderr);
       exit(1);
     }
   }
+  /* The command line wins over the environment. */
+  if (o->threads == 0 && env != NULL && env[0] != '\0')
+    o->threads = parse_count("NSHOST_THREADS", env, 1, 4096);
   o->first_arg = optind;
+}
+
+
+/* A closed standard descriptor would be reused by the next open file
+ * (libuv's own, among others) and written to by mistake: point it at
+ * /dev/null instead, as daemons do. */
+static void keep_std_fds(void) {
+  int fd;
+
+  for (fd = 0; fd <= 2; fd++)
+    if (fcntl(fd, F_GETFD) == -1 && errno == EBADF &&
+        open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) != fd)
+      _exit(127);
+}
+
+
+/* The text of an error value; a __tostring that fails is caught. */
+static int describe(lua_State *L) {
+  if (luaL_callmeta(L, 1, "__tostring") && lua_isstring(L, -1))
+    return 1;
+  if (lua_isstring(L, 1))
+    lua_pushvalue(L, 1);
+  else
+    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  return 1;
 }
 
 
@@ -135,13 +178,13 @@ static void report(lua_State *L, int has_traceback) {
 
   if (lua_isnil(L, e))
     return;
-  if (luaL_callmeta(L, e, "__tostring") && lua_isstring(L, -1))
-    msg = lua_tostring(L, -1);
-  else if (lua_isstring(L, e))
-    msg = lua_tostring(L, e);
+  lua_pushcfunction(L, describe);
+  lua_pushvalue(L, e);
+  if (lua_pcall(L, 1, 1, 0) != 0)
+    msg = lua_pushfstring(L, "(error object is a %s value whose "
+                          "__tostring failed)", luaL_typename(L, e));
   else
-    msg = lua_pushfstring(L, "(error object is a %s value)",
-                          luaL_typename(L, e));
+    msg = lua_tostring(L, -1);
   fprintf(stderr, "nshost: %s\n", msg);
   if (has_traceback)
     fprintf(stderr, "%s\n", lua_tostring(L, e + 1));
@@ -189,24 +232,15 @@ static int run_init(nshost_script_t *s) {
 }
 
 
-/* Second pass over the options: -e and -l, in the order given. */
-static int run_execs(nshost_script_t *s, int argc, char **argv) {
+/* -e and -l, in the order given. */
+static int run_execs(nshost_script_t *s, const struct options *o) {
   lua_State *L = nshost_script_lua(s);
+  const char *val;
   int i;
 
-  for (i = 1; i < argc && argv[i][0] == '-'; i++) {
-    const char *o = argv[i], *val;
-    if (strcmp(o, "--") == 0 || strcmp(o, "-") == 0)
-      break;
-    if (o[1] != 'e' && o[1] != 'l') {
-      /* Skip the value of options that take one. */
-      if (strcmp(o, "-t") == 0 || strcmp(o, "--threads") == 0 ||
-          strcmp(o, "--shutdown-timeout") == 0)
-        i++;
-      continue;
-    }
-    val = o[2] != '\0' ? o + 2 : argv[++i];
-    if (o[1] == 'e') {
+  for (i = 0; i < o->nexec; i++) {
+    val = o->exec[i];
+    if (o->kind[i] == 'e') {
       if (luaL_loadbuffer(L, val, strlen(val), "=(command line)") != 0)
         return load_failed(L);
       if (run(s, 0) != 0)
@@ -246,10 +280,67 @@ static int run_script(nshost_script_t *s, int argc, char **argv,
     st = luaL_loadfile(L, name);
   if (st != 0)
     return load_failed(L);
+  if (argc - script > 7000) {
+    /* LuaJIT passes at most about 8000 values in one call. */
+    fprintf(stderr, "nshost: too many arguments to the script (%d; at "
+            "most 7000 can be passed as '...')\n", argc - script - 1);
+    return 1;
+  }
   luaL_checkstack(L, argc - script, "too many arguments to script");
   for (i = script + 1; i < argc; i++)
     lua_pushstring(L, argv[i]);
   return run(s, argc - script - 1);
+}
+
+
+/* ---- Signals -------------------------------------------------------------- */
+
+/* The script a first SIGINT or SIGTERM interrupts; NULL once it is being
+ * freed.  Workers block these signals, so the handler runs here. */
+static nshost_script_t *volatile interrupt_target;
+static volatile sig_atomic_t got_signal;
+static int grace_s = 6;     /* the shutdown timeout and a second, rounded up */
+
+
+/* Code compiled by LuaJIT does not see the interrupt; if the program is
+ * still here well past the shutdown timeout, it ends anyway. */
+static void on_alarm(int sig) {
+  static const char msg[] = "nshost: still running after the shutdown "
+                            "timeout; exiting\n";
+
+  (void)sig;
+  if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0)
+    got_signal = got_signal;
+  _exit(128 + (got_signal != 0 ? got_signal : SIGALRM));
+}
+
+
+static void on_signal(int sig) {
+  nshost_script_t *s = interrupt_target;
+
+  if (got_signal != 0 || s == NULL) {
+    /* The second one ends the process at once, with the status the
+     * shell expects of a death by this signal. */
+    signal(sig, SIG_DFL);
+    raise(sig);
+    return;
+  }
+  got_signal = sig;
+  signal(SIGALRM, on_alarm);
+  alarm((unsigned)grace_s);
+  nshost_script_interrupt(s, sig);
+}
+
+
+static void catch_signals(nshost_script_t *s) {
+  struct sigaction sa;
+
+  interrupt_target = s;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
 }
 
 
@@ -259,17 +350,20 @@ static void print_version(void) {
 
 
 int main(int argc, char **argv) {
-  struct options o = { 0, 5000, 0, 0, 0, 0 };
+  struct options o;
   nshost_config_t cfg;
   nshost_runtime_t *rt;
   nshost_script_t *s;
   int status, err, script;
 
+  memset(&o, 0, sizeof(o));
+  o.shutdown_ms = 5000;
+  keep_std_fds();
   parse(argc, argv, &o);
   script = o.first_arg;
   if (o.version)
     print_version();
-  if (script >= argc && !o.has_exec && isatty(STDIN_FILENO)) {
+  if (script >= argc && o.nexec == 0 && isatty(STDIN_FILENO)) {
     if (o.version)
       return 0;
     fputs("nshost: no script given, and there is no interactive mode\n",
@@ -282,6 +376,7 @@ int main(int argc, char **argv) {
   cfg.threads = o.threads;
   cfg.shutdown_timeout_ms = o.shutdown_ms;
   cfg.log = log_stderr;
+  cfg.worker_memory = (size_t)o.worker_mb << 20;
   err = nshost_runtime_new(&rt, &cfg);
   if (err == 0)
     err = nshost_script_new(rt, &s);
@@ -290,13 +385,15 @@ int main(int argc, char **argv) {
     return 1;
   }
 
+  grace_s = o.shutdown_ms / 1000 + 2;
+  catch_signals(s);
   set_arg(nshost_script_lua(s), argc, argv, script);
   status = run_init(s);
   if (status == 0)
-    status = run_execs(s, script, argv);
+    status = run_execs(s, &o);
   if (status == 0 && script < argc)
     status = run_script(s, argc, argv, script);
-  else if (status == 0 && !o.has_exec && !o.version) {
+  else if (status == 0 && o.nexec == 0 && !o.version) {
     /* No script and no -e: read the script from standard input. */
     if (luaL_loadfile(nshost_script_lua(s), NULL) != 0)
       status = load_failed(nshost_script_lua(s));
@@ -306,9 +403,13 @@ int main(int argc, char **argv) {
 
   if (nshost_runtime_shutdown(rt, o.shutdown_ms) == NSHOST_ETIMEDOUT) {
     fflush(stdout);
-    _exit(1);   /* a worker is stuck in a job: it cannot be freed */
+    /* A worker is stuck in a job: it cannot be freed. */
+    _exit(got_signal != 0 ? 128 + got_signal : 1);
   }
+  interrupt_target = NULL;
   nshost_script_free(s);
+  if (got_signal != 0)
+    status = 128 + got_signal;
   if (nshost_runtime_unhandled_errors(rt) > 0 && !o.allow_unhandled &&
       status == 0) {
     fprintf(stderr, "nshost: %ld job(s) failed and nobody awaited them; "

@@ -77,6 +77,8 @@ struct nsh_job {
   int has_handle;
   struct nsh_msg *result;   /* NSH_MSG_RESULT, kept for await */
   struct nsh_task *waiters; /* tasks parked until it finishes */
+  struct nsh_job *fprev, *fnext;  /* failed, unseen, handle alive */
+  int listed;
   char site[64];            /* where it was spawned: a short source, */
   int line;                 /* and a line, for reports */
 };
@@ -90,6 +92,7 @@ struct nsh_task {
   int started;              /* resumed at least once */
   int status;               /* how the coroutine ended */
   int fn_ref;               /* in the task table: a poolable job fn */
+  int abandoned;            /* a script's main task left by a signal */
   struct nsh_task *wnext;   /* next waiter on the same job */
   struct nsh_task *prev, *next;  /* a worker's live job tasks */
 };
@@ -112,6 +115,7 @@ struct nsh_ctx {
   struct nsh_msg *jobs;     /* workers: jobs not started yet, FIFO */
   struct nsh_msg *jobs_tail;
   struct nsh_task *tasks;   /* job tasks alive (workers) */
+  struct nsh_job *failed;   /* failures nobody has seen yet */
   int ntasks;
   struct nsh_buf scratch;   /* the encoder's buffer, reused */
   int tasks_ref;            /* registry: task table (coroutines) */
@@ -126,7 +130,13 @@ struct nsh_ctx {
   long inflight;            /* jobs spawned here, outcome not back */
   atomic_int stopping;      /* workers: finish, then leave the loop */
   atomic_int cancel;        /* workers: past the deadline */
-  atomic_int exited;
+  atomic_int exited;        /* workers: out of the loop */
+  atomic_int interrupted;   /* scripts: the signal that stopped it */
+  _Atomic(lua_State *) hook_L;          /* L, for other threads */
+  _Atomic(struct nsh_job *) running;    /* workers: job running now */
+  int wait_depth;           /* waits in place on the C stack now */
+  size_t mem_used;          /* bytes in L, when there is a limit */
+  size_t mem_limit;
   uv_thread_t thread;
 };
 
@@ -152,6 +162,13 @@ void nsh_task_free(struct nsh_ctx *c, struct nsh_task *t);
 /* The context of a Lua state created by nsh_ctx_open_lua. */
 struct nsh_ctx *nsh_ctx_of(lua_State *L);
 
+/* Makes the Lua code running in c raise msg soon (a count hook).
+ * Callable from another thread or a signal handler.  Code compiled by
+ * the JIT does not call hooks: a compiled loop runs on. */
+void nsh_ctx_interrupt(struct nsh_ctx *c);
+/* Removes that hook; on c's own thread. */
+void nsh_ctx_uninterrupt(struct nsh_ctx *c);
+
 /* The worker this thread runs, or NULL (a C thread-local). */
 struct nsh_ctx *nsh_worker_self(void);
 
@@ -164,6 +181,10 @@ void nsh_job_finish(struct nsh_ctx *c, struct nsh_msg *m);
 void nsh_job_reply(nshost_runtime_t *rt, struct nsh_msg *m);
 /* Logs a failed job whose outcome nobody saw. */
 void nsh_job_report(struct nsh_ctx *c, struct nsh_job *j);
+/* The outcome of j has been seen: it need not be reported. */
+void nsh_job_seen(struct nsh_ctx *c, struct nsh_job *j);
+/* Reports every failure of c's jobs that nobody has seen. */
+void nsh_job_report_all(struct nsh_ctx *c);
 
 /* ---- The runtime ------------------------------------------------------ */
 

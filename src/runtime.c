@@ -452,6 +452,10 @@ int nshost_runtime_shutdown(nshost_runtime_t *rt, int timeout_ms) {
   if (wait_exits(rt, start + (uint64_t)timeout_ms * 1000000u) <
       rt->threads) {
     tell_workers(w, rt->threads, 1);
+    /* A job that never yields gets an error raised inside it. */
+    for (i = 0; i < rt->threads; i++)
+      if (!atomic_load(&w[i].exited))
+        nsh_ctx_interrupt(&w[i]);
     /* Cancelling needs a turn of each loop; a worker that does not get
      * one within a short grace is inside a job that never yields. */
     grace = (uint64_t)(timeout_ms < 1000 ? timeout_ms + 100 : 1000);
@@ -460,9 +464,14 @@ int nshost_runtime_shutdown(nshost_runtime_t *rt, int timeout_ms) {
 
   for (i = 0; i < rt->threads; i++) {
     if (!atomic_load(&w[i].exited)) {
+      struct nsh_job *j = atomic_load(&w[i].running);
+      /* The job cannot be freed under us: its outcome is not sent. */
       nsh_log(rt, NSHOST_LOG_ERROR,
-              "worker %d: still running a job after the shutdown timeout "
-              "of %d ms; leaving its thread behind", w[i].id, timeout_ms);
+              "worker %d: the job spawned at %s:%d is still running %d ms "
+              "after shutdown began and does not give way (a loop compiled "
+              "by the JIT does not see the interrupt); leaving its thread "
+              "behind", w[i].id, j != NULL ? j->site : "?",
+              j != NULL ? j->line : 0, timeout_ms);
       stuck++;
       continue;
     }

@@ -45,6 +45,36 @@ lua_State *nshost_script_lua(nshost_script_t *s) {
 }
 
 
+/* The main task was waiting when a signal came: it stays parked (a job
+ * or timer may still point at it) until the script is freed. */
+static int abandon(struct nsh_ctx *c, struct nsh_task *t) {
+  lua_State *L = c->L;
+
+  nsh_ctx_uninterrupt(c);
+  t->abandoned = 1;
+  t->next = c->tasks;
+  c->tasks = t;
+  lua_pushfstring(L, "interrupted by signal %d",
+                  atomic_load(&c->interrupted));
+  luaL_traceback(L, t->co, NULL, 0);
+  return NSHOST_ELUA;
+}
+
+
+void nshost_script_interrupt(nshost_script_t *s, int signum) {
+  if (s == NULL)
+    return;
+  atomic_store(&s->c.interrupted, signum != 0 ? signum : -1);
+  nsh_ctx_interrupt(&s->c);
+  uv_async_send(&s->c.inbox.async);
+}
+
+
+int nshost_script_interrupted(nshost_script_t *s) {
+  return s != NULL ? atomic_load(&s->c.interrupted) : 0;
+}
+
+
 int nshost_script_run(nshost_script_t *s, int nargs) {
   struct nsh_ctx *c;
   struct nsh_task *t;
@@ -54,7 +84,11 @@ int nshost_script_run(nshost_script_t *s, int nargs) {
     return NSHOST_EINVAL;
   c = &s->c;
   L = c->L;
-  t = nsh_task_new(c, nargs);
+  /* Under the same runner as jobs, so an error keeps the traceback of
+   * where it happened, lines included. */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->runner_ref);
+  lua_insert(L, -(nargs + 2));
+  t = nsh_task_new(c, nargs + 1);
   if (t == NULL)
     return NSHOST_ENOMEM;
   nsh_runtime_set_home(c->rt, c);
@@ -67,15 +101,27 @@ int nshost_script_run(nshost_script_t *s, int nargs) {
     nsh_ctx_run_ready(c);
     if (c->main_done && (t->status != 0 || nsh_runtime_jobs(c->rt) == 0))
       break;
+    if (atomic_load(&c->interrupted) != 0 && !c->main_done)
+      return abandon(c, t);
+    if (atomic_load(&c->interrupted) != 0)
+      break;
     nsh_ctx_turn(c);
   }
+  nsh_ctx_uninterrupt(c);
 
-  if (t->status == 0) {
+  if (t->status == 0 && lua_toboolean(t->co, 1)) {
     nsh_task_free(c, t);
     return 0;
   }
-  lua_xmove(t->co, L, 1);
-  luaL_traceback(L, t->co, NULL, 0);
+  if (t->status == 0 && lua_istable(t->co, 2)) {
+    /* The runner caught it: {value, traceback}. */
+    lua_rawgeti(t->co, 2, 1);
+    lua_rawgeti(t->co, 2, 2);
+    lua_xmove(t->co, L, 2);
+  } else {
+    lua_xmove(t->co, L, 1);
+    luaL_traceback(L, t->co, NULL, 0);
+  }
   nsh_task_free(c, t);
   return NSHOST_ELUA;
 }
@@ -84,6 +130,7 @@ int nshost_script_run(nshost_script_t *s, int nargs) {
 void nshost_script_free(nshost_script_t *s) {
   struct nsh_ctx *c;
   struct nsh_msg *m, *next;
+  struct nsh_task *t;
 
   if (s == NULL)
     return;
@@ -97,6 +144,10 @@ void nshost_script_free(nshost_script_t *s) {
   for (m = nsh_inbox_close(&c->inbox); m != NULL; m = next) {
     next = m->next;
     nsh_job_finish(c, m);
+  }
+  while ((t = c->tasks) != NULL) {
+    c->tasks = t->next;
+    nsh_task_free(c, t);
   }
   nsh_ctx_close(c);
   nsh_inbox_destroy(&c->inbox);

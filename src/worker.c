@@ -38,11 +38,29 @@ static struct nsh_msg *scratch_msg(struct nsh_ctx *c, int status) {
 }
 
 
+/* A FAILED outcome with a fixed text, made without Lua: for when the
+ * state has no memory left to describe the error. */
+static struct nsh_msg *text_failure(struct nsh_ctx *c, const char *text) {
+  size_t n = strlen(text);
+  struct nsh_msg *m = nsh_msg_new(NSH_MSG_RESULT, 2 + n + 1);
+
+  if (m == NULL)
+    return NULL;
+  m->data[0] = (char)(n | 0x80);
+  m->data[1] = (char)(n >> 7);
+  memcpy(m->data + 2, text, n);
+  m->data[2 + n] = 0;
+  m->status = NSH_JOB_FAILED;
+  m->worker = c->id;
+  return m;
+}
+
+
+/* Sends j's outcome m home; m NULL means the job was cancelled. */
 static void reply(struct nsh_ctx *c, struct nsh_job *j, struct nsh_msg *m) {
   if (m == NULL) {
-    /* No memory even for the outcome: the awaiter learns it was lost
-     * rather than waiting for ever. */
     m = nsh_msg_new(NSH_MSG_RESULT, 0);
+    /* Without even these few bytes the awaiter would wait for ever. */
     if (m == NULL)
       abort();
     m->status = NSH_JOB_CANCELLED;
@@ -63,24 +81,39 @@ struct fail_args {
  * nil) passed as arguments 2 and 3.  Layout: varint length, the text
  * (message and traceback), a flag byte, then the value itself encoded
  * when it is not a string, so error({code = 7}) arrives as a table. */
+/* Describes an error value as text.  Run protected: a __tostring
+ * metamethod may fail too. */
+static int describe_p(lua_State *L) {
+  if (luaL_callmeta(L, 1, "__tostring") && lua_isstring(L, -1))
+    return 1;
+  if (lua_isstring(L, 1))
+    lua_pushvalue(L, 1);
+  else if (lua_isnil(L, 1))
+    lua_pushliteral(L, "(error object is nil)");
+  else
+    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  return 1;
+}
+
+
 static int fail_p(lua_State *L) {
   struct fail_args *a = lua_touserdata(L, 1);
   struct nsh_ctx *c = a->c;
   const char *s, *tb;
   size_t n, vlen = 0;
-  int has_value;
+  int has_value, ti;
   char *p;
 
   lua_settop(L, 3);
-  if (luaL_callmeta(L, 2, "__tostring") && lua_isstring(L, -1))
+  lua_pushcfunction(L, describe_p);
+  lua_pushvalue(L, 2);
+  if (lua_pcall(L, 1, 1, 0) != 0) {
     s = lua_tostring(L, -1);
-  else if (lua_isstring(L, 2))
-    s = lua_tostring(L, 2);
-  else if (lua_isnil(L, 2))
-    s = "(error object is nil)";
-  else
-    s = lua_pushfstring(L, "(error object is a %s value)",
-                        luaL_typename(L, 2));
+    lua_pushfstring(L, "(error object is a %s value whose __tostring "
+                    "failed: %s)", luaL_typename(L, 2), s ? s : "?");
+    lua_remove(L, -2);
+  }
+  s = lua_tostring(L, -1);
   tb = lua_tostring(L, 3);
   /* Keep what follows "stack traceback:", under a heading that names
    * the worker. */
@@ -89,12 +122,16 @@ static int fail_p(lua_State *L) {
                     c->id, tb + 16);
   else
     lua_pushfstring(L, "%s%s", a->prefix, s);
-  s = lua_tolstring(L, -1, &n);
+  ti = lua_gettop(L);
 
+  /* A value that is not a string travels too, when it can: error({code
+   * = 7}) arrives as a table.  When it cannot, the text stands alone. */
   has_value = !lua_isstring(L, 2) && !lua_isnil(L, 2) &&
               nsh_codec_encode(c, L, 2, 1, "error value", 0) == 0;
+  lua_settop(L, ti);
   if (has_value)
     vlen = c->scratch.len;
+  s = lua_tolstring(L, ti, &n);
   a->out = nsh_msg_new(NSH_MSG_RESULT, 10 + n + 1 + vlen);
   if (a->out == NULL)
     return 0;
@@ -102,7 +139,7 @@ static int fail_p(lua_State *L) {
   do {
     *p++ = (char)((n & 0x7f) | (n > 0x7f ? 0x80 : 0));
   } while ((n >>= 7) != 0);
-  s = lua_tolstring(L, -1, &n);
+  s = lua_tolstring(L, ti, &n);
   memcpy(p, s, n);
   p += n;
   *p++ = (char)has_value;
@@ -127,6 +164,12 @@ static struct nsh_msg *failed_msg(struct nsh_ctx *c, const char *prefix) {
   if (lua_pcall(c->L, 3, 0, 0) != 0)
     lua_pop(c->L, 1);
   lua_pop(c->L, 2);
+  if (a.out == NULL) {
+    /* Most likely out of memory: say so rather than lose the job. */
+    lua_gc(c->L, LUA_GCCOLLECT, 0);
+    a.out = text_failure(c, "not enough memory (and too little left to "
+                            "describe the job's error)");
+  }
   return a.out;
 }
 
@@ -356,9 +399,12 @@ void nsh_worker_main(void *arg) {
     nsh_ctx_turn(c);
   }
 
+  /* Out of the loop is what shutdown waits for: what follows is
+   * finite, though closing a big state can take a while. */
+  atomic_store(&c->exited, 1);
+  nsh_runtime_worker_exited(c->rt);
+  nsh_ctx_uninterrupt(c);
   drain(c);
   nsh_ctx_close(c);
   tls_worker = NULL;
-  atomic_store(&c->exited, 1);
-  nsh_runtime_worker_exited(c->rt);
 }
