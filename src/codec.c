@@ -23,7 +23,9 @@
 #include "nsh.h"
 
 #define MAX_DEPTH 12000
-#define MAX_PATH 24            /* path steps shown in a message */
+#define PATH_INNER 8           /* innermost path steps kept */
+#define PATH_OUTER 16          /* outermost path steps kept */
+#define FRESH_AT 7000          /* stack slots before going on a new thread */
 #define LUA_TCDATA_JIT 10      /* LuaJIT's type number for cdata */
 
 enum {
@@ -39,7 +41,7 @@ enum {
 
 /* Registry keys: the addresses of these are unique. */
 static char key_stdname, key_stdfn, key_seen, key_objs, key_refs;
-static char key_dumps, key_loads, key_pool, key_fnkey;
+static char key_dumps, key_loads, key_pool, key_fnkey, key_used;
 
 struct enc {
   struct nsh_ctx *c;
@@ -54,9 +56,10 @@ struct enc {
   const char *what;
   /* On failure: the reason, then the path, innermost step first. */
   char why[160];
-  char path[MAX_PATH][72];
-  int npath;
-  int lost;                         /* steps left out of path[] */
+  char inner[PATH_INNER][72];       /* the steps nearest the value */
+  char outer[PATH_OUTER][72];       /* a ring: the latest are outermost */
+  int ninner, nouter;
+  int base;                         /* the tables sit at base+1..base+4 */
 };
 
 struct dec {
@@ -67,6 +70,7 @@ struct dec {
   int nobj;
   int depth;
   int reused;                       /* the job's function is poolable */
+  int nused;                        /* shared closures handed out */
   uint64_t index;                   /* which top-level value */
   const char *err;
 };
@@ -108,13 +112,14 @@ static int fail(struct enc *e, const char *why) {
 /* Adds one step to the path of a failure, as it unwinds. */
 static int step(struct enc *e, const char *fmt, ...) {
   va_list ap;
+  char *dst;
 
-  if (e->npath == MAX_PATH) {
-    e->lost++;
-    return -1;
-  }
+  if (e->ninner < PATH_INNER)
+    dst = e->inner[e->ninner++];
+  else
+    dst = e->outer[e->nouter++ % PATH_OUTER];
   va_start(ap, fmt);
-  vsnprintf(e->path[e->npath++], sizeof(e->path[0]), fmt, ap);
+  vsnprintf(dst, sizeof(e->inner[0]), fmt, ap);
   va_end(ap);
   return -1;
 }
@@ -442,7 +447,7 @@ static int put_std(struct enc *e, int idx) {
  * that asks the FFI. */
 static int encode_cdata(struct enc *e, int idx) {
   lua_State *L = e->L;
-  int kind;
+  int kind, r;
 
   lua_rawgeti(L, LUA_REGISTRYINDEX, e->c->cdata_kind_ref);
   lua_pushvalue(L, idx);
@@ -452,9 +457,38 @@ static int encode_cdata(struct enc *e, int idx) {
   if (kind != 1 && kind != 2)
     return fail(e, "a cdata (only the 64-bit integers int64_t and "
                    "uint64_t cross; other FFI data is not copied)");
+  /* A boxed integer is an object: used twice, it arrives as one. */
+  r = remember(e, idx);
+  if (r != 0)
+    return r < 0 ? -1 : 0;
   if (put_byte(e, kind == 1 ? T_I64 : T_U64) != 0)
     return -1;
   return put(e, lua_topointer(L, idx), 8);
+}
+
+
+/* LuaJIT lets one C call use about 8000 stack slots; a value nested
+ * deeper than that goes on being encoded on a new thread, with the
+ * codec's tables at the same indices. */
+static int encode_fresh(struct enc *e, int idx) {
+  lua_State *L = e->L, *T;
+  int r;
+
+  T = lua_newthread(L);
+  if (!lua_checkstack(T, e->base + 16)) {
+    lua_pop(L, 1);
+    return fail(e, "a value nested too deeply for the Lua stack");
+  }
+  lua_settop(T, e->base);
+  for (r = 1; r <= 4; r++)
+    lua_pushvalue(L, e->base + r);
+  lua_pushvalue(L, idx);
+  lua_xmove(L, T, 5);
+  e->L = T;
+  r = encode(e, lua_gettop(T));
+  e->L = L;
+  lua_pop(L, 1);
+  return r;
 }
 
 
@@ -489,8 +523,12 @@ static int encode(struct enc *e, int idx) {
                      "(only standard functions cross, by name)");
     /* fall through */
   case LUA_TTABLE:
+    if (lua_istable(L, idx) && (r = put_std(e, idx)) != 0)
+      return r < 0 ? -1 : 0;
     if (e->depth >= MAX_DEPTH)
       return fail(e, "a value nested more than 12000 levels deep");
+    if (lua_gettop(L) > FRESH_AT)
+      return encode_fresh(e, idx);
     if (!lua_checkstack(L, 8))
       return fail(e, "a value nested too deeply for the Lua stack");
     e->depth++;
@@ -556,15 +594,21 @@ static void forget(lua_State *L, int seen, int objs, int n, int nuv) {
 }
 
 
+/* "argument #2 > key 'a' > ...: cannot send ...", outermost first;
+ * a long path keeps its two ends. */
 static void push_error(struct enc *e) {
   luaL_Buffer b;
-  int i;
+  int i, n = e->nouter < PATH_OUTER ? e->nouter : PATH_OUTER;
 
   luaL_buffinit(e->L, &b);
-  for (i = e->npath - 1; i >= 0; i--) {
-    luaL_addstring(&b, e->path[i]);
-    if (i == e->npath - 1 && e->lost > 0)
-      luaL_addstring(&b, " > ...");
+  for (i = 0; i < n; i++) {
+    luaL_addstring(&b, e->outer[(e->nouter - 1 - i) % PATH_OUTER]);
+    luaL_addstring(&b, " > ");
+  }
+  if (e->nouter > PATH_OUTER)
+    luaL_addstring(&b, "... > ");
+  for (i = e->ninner - 1; i >= 0; i--) {
+    luaL_addstring(&b, e->inner[i]);
     if (i > 0)
       luaL_addstring(&b, " > ");
   }
@@ -593,6 +637,7 @@ int nsh_codec_encode(struct nsh_ctx *c, lua_State *L, int first, int n,
   push_registry_table(L, &key_objs, NULL);
   push_registry_table(L, &key_stdname, NULL);
   push_registry_table(L, &key_dumps, "k");
+  e.base = base;
   e.seen = base + 1;
   e.objs = base + 2;
   e.stdname = base + 3;
@@ -708,6 +753,57 @@ static int decode_table(struct dec *d) {
  * cache is dropped whole when it grows past a bound. */
 #define MAX_LOADS 256
 
+/* A job may have called setfenv on a function it was given: a reused
+ * closure starts again with the globals. */
+static void reset_env(lua_State *L, int f) {
+  lua_pushvalue(L, LUA_GLOBALSINDEX);
+  lua_setfenv(L, f);
+}
+
+
+/* The shared closure on top may stand for one function of a message
+ * only: two closures of one literal are two functions.  Returns 0 if
+ * this message already has it. */
+static int hand_out(struct dec *d) {
+  lua_State *L = d->L;
+
+  push_registry_table(L, &key_used, NULL);
+  lua_pushvalue(L, -2);
+  lua_rawget(L, -2);
+  if (!lua_isnil(L, -1)) {
+    lua_pop(L, 2);
+    return 0;
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, -2);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, ++d->nused);
+  lua_pop(L, 1);
+  reset_env(L, lua_gettop(L));
+  return 1;
+}
+
+
+static void forget_used(struct dec *d) {
+  lua_State *L = d->L;
+  int i;
+
+  if (d->nused == 0)
+    return;
+  push_registry_table(L, &key_used, NULL);
+  for (i = 1; i <= d->nused; i++) {
+    lua_rawgeti(L, -1, i);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pushnil(L);
+    lua_rawseti(L, -2, i);
+  }
+  lua_pop(L, 1);
+}
+
+
 static int load_function(struct dec *d, const char *bc, size_t n,
                          int share) {
   lua_State *L = d->L;
@@ -716,8 +812,11 @@ static int load_function(struct dec *d, const char *bc, size_t n,
   if (share) {
     lua_pushlstring(L, bc, n);
     lua_rawget(L, d->loads);
-    if (!lua_isnil(L, -1))
-      return 0;
+    if (!lua_isnil(L, -1)) {
+      if (hand_out(d))
+        return 0;
+      share = 0;             /* taken: this one gets a closure of its own */
+    }
     lua_pop(L, 1);
   }
   if (luaL_loadbuffer(L, bc, n, "=?") != 0) {
@@ -742,6 +841,7 @@ static int load_function(struct dec *d, const char *bc, size_t n,
   lua_pushlstring(L, bc, n);
   lua_pushvalue(L, -2);
   lua_rawset(L, d->loads);
+  hand_out(d);
   return 0;
 }
 
@@ -863,8 +963,8 @@ static int decode_function(struct dec *d) {
     return -1;
   reuse = (flags & FN_REUSE) && d->index == 0 && d->depth == 1 &&
           d->c->children_ref != LUA_NOREF;
-  if (reuse)
-    pooled = take_pooled(d, bc, n);
+  if (reuse && (pooled = take_pooled(d, bc, n)) != 0)
+    reset_env(L, lua_gettop(L));
   if (!pooled &&
       load_function(d, bc, n, nups == 0 && !(flags & FN_ENV)) != 0)
     return -1;
@@ -918,7 +1018,37 @@ static int decode_int64(struct dec *d, int kind) {
   lua_call(L, 1, 1);
   memcpy((void *)lua_topointer(L, -1), d->p, 8);
   d->p += 8;
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, d->refs, ++d->nobj);
   return 0;
+}
+
+
+/* Like encode_fresh: deep values go on being decoded on a new thread;
+ * the result comes back to d->L. */
+static int decode_fresh(struct dec *d) {
+  lua_State *L = d->L, *T;
+  int r;
+
+  T = lua_newthread(L);
+  if (!lua_checkstack(T, d->refs + 16)) {
+    lua_pop(L, 1);
+    return bad(d, "a value nested too deeply for the Lua stack");
+  }
+  lua_settop(T, d->refs - 1);
+  for (r = 0; r < 3; r++)
+    lua_pushvalue(L, d->refs + r);
+  lua_xmove(L, T, 3);
+  d->L = T;
+  r = decode(d);
+  d->L = L;
+  if (r == 0) {
+    lua_xmove(T, L, 1);
+    lua_remove(L, -2);
+  } else {
+    lua_pop(L, 1);
+  }
+  return r;
 }
 
 
@@ -932,6 +1062,8 @@ static int decode(struct dec *d) {
 
   if (d->p >= d->end)
     return bad(d, "a truncated message");
+  if (lua_gettop(L) > FRESH_AT && (*d->p == T_TABLE || *d->p == T_FUNC))
+    return decode_fresh(d);
   if (!lua_checkstack(L, 8))
     return bad(d, "a value nested too deeply for the Lua stack");
   tag = *d->p++;
@@ -1023,12 +1155,14 @@ int nsh_codec_decode(struct nsh_ctx *c, lua_State *L, const char *data,
 
   c->decoded_poolable = d.reused;
   clear_refs(L, d.refs, d.nobj);
+  forget_used(&d);
   for (i = 0; i < 3; i++)
     lua_remove(L, base + 1);
   return (int)n;
 
 error:
   clear_refs(L, d.refs, d.nobj);
+  forget_used(&d);
   lua_settop(L, base);
   lua_pushfstring(L, "cannot decode a message: %s", d.err);
   return -1;
@@ -1042,37 +1176,66 @@ error:
  * the name alone carries the function.  Built before any user code
  * runs, so a script's own globals are never taken for standard ones. */
 
-static void add_std(lua_State *L, int names, int fns, const char *prefix,
-                    int tab) {
+/* names[v] = name and fns[name] = v for the value on top (popped); the
+ * first name found for a value wins, and every name resolves. */
+static void add_name(lua_State *L, int names, int fns, const char *name) {
+  lua_pushstring(L, name);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, fns);
+  lua_pushvalue(L, -1);
+  lua_rawget(L, names);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushstring(L, name);
+    lua_rawset(L, names);
+  } else {
+    lua_pop(L, 2);
+  }
+}
+
+
+/* Names every function, userdata and table below the table at tab:
+ * "print", "string.format", "jit.opt.start", "package.loaders.2". */
+static void walk(lua_State *L, int names, int fns, const char *prefix,
+                 int tab, int depth) {
+  char name[128];
+  int t;
+
   lua_pushnil(L);
   while (lua_next(L, tab) != 0) {
-    if (lua_type(L, -2) == LUA_TSTRING && lua_isfunction(L, -1)) {
-      if (prefix != NULL)
-        lua_pushfstring(L, "%s.%s", prefix, lua_tostring(L, -2));
-      else
-        lua_pushvalue(L, -2);
-      lua_pushvalue(L, -2);          /* key fn name fn */
-      lua_rawget(L, names);
-      if (lua_isnil(L, -1)) {        /* the first name found wins */
-        lua_pop(L, 1);
-        lua_pushvalue(L, -2);
-        lua_pushvalue(L, -2);
-        lua_rawset(L, names);        /* names[fn] = name */
-      } else {
-        lua_pop(L, 1);
-      }
-      lua_pushvalue(L, -2);
-      lua_rawset(L, fns);            /* fns[name] = fn */
+    t = lua_type(L, -1);
+    if (lua_type(L, -2) == LUA_TSTRING)
+      snprintf(name, sizeof(name), "%s%s%s", prefix ? prefix : "",
+               prefix ? "." : "", lua_tostring(L, -2));
+    else if (lua_type(L, -2) == LUA_TNUMBER)
+      snprintf(name, sizeof(name), "%s.%d", prefix ? prefix : "",
+               (int)lua_tonumber(L, -2));
+    else
+      t = LUA_TNIL;
+    if (t == LUA_TFUNCTION || t == LUA_TUSERDATA ||
+        (t == LUA_TTABLE && depth < 2 && strcmp(name, "package.loaded") &&
+         strcmp(name, "_G"))) {
+      lua_pushvalue(L, -1);
+      add_name(L, names, fns, name);
+      if (t == LUA_TTABLE)
+        walk(L, names, fns, name, lua_gettop(L), depth + 1);
     }
     lua_pop(L, 1);
   }
 }
 
 
+static int require_p(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_insert(L, 1);
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+
 void nsh_codec_open(lua_State *L) {
-  static const char *const libs[] = {
-    "string", "table", "math", "io", "os", "coroutine", "debug",
-    "package", "bit", "jit", "runtime", NULL
+  static const char *const extra[] = {
+    "ffi", "jit.util", "jit.profile", "table.new", "table.clear", NULL
   };
   int names, fns, i;
 
@@ -1080,34 +1243,40 @@ void nsh_codec_open(lua_State *L) {
   push_registry_table(L, &key_stdfn, NULL);
   names = lua_gettop(L) - 1;
   fns = names + 1;
-  add_std(L, names, fns, NULL, LUA_GLOBALSINDEX);
-  /* The standard output streams cross as the receiver's own; standard
-   * input does not, as it should have one reader. */
-  lua_getglobal(L, "io");
-  if (lua_istable(L, -1)) {
-    static const char *const streams[] = { "stdout", "stderr", NULL };
-    for (i = 0; streams[i] != NULL; i++) {
-      lua_getfield(L, -1, streams[i]);       /* io ud */
-      lua_pushfstring(L, "io.%s", streams[i]);
-      lua_pushvalue(L, -1);
-      lua_pushvalue(L, -3);
-      lua_rawset(L, fns);                      /* fns[name] = ud */
-      lua_rawset(L, names);                    /* names[ud] = name */
+  lua_pushvalue(L, LUA_GLOBALSINDEX);
+  add_name(L, names, fns, "_G");
+  walk(L, names, fns, NULL, LUA_GLOBALSINDEX, 0);
+
+  /* LuaJIT's own modules, which a script gets with require. */
+  for (i = 0; extra[i] != NULL; i++) {
+    lua_pushcfunction(L, require_p);
+    lua_pushstring(L, extra[i]);
+    if (lua_pcall(L, 1, 1, 0) != 0 || lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      continue;
     }
-  }
-  lua_pop(L, 1);
-  for (i = 0; libs[i] != NULL; i++) {
-    lua_getglobal(L, libs[i]);
+    lua_pushvalue(L, -1);
+    add_name(L, names, fns, extra[i]);
     if (lua_istable(L, -1))
-      add_std(L, names, fns, libs[i], lua_gettop(L));
+      walk(L, names, fns, extra[i], lua_gettop(L), 1);
     lua_pop(L, 1);
   }
-  /* The methods of job handles, such as await. */
+
+  /* The methods of files (io.stdout:write) and of job handles. */
+  lua_getglobal(L, "io");
+  lua_getfield(L, -1, "stdout");
+  if (lua_getmetatable(L, -1)) {
+    lua_getfield(L, -1, "__index");
+    if (lua_istable(L, -1))
+      walk(L, names, fns, "file", lua_gettop(L), 1);
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 2);
   luaL_getmetatable(L, "nshost.job");
   if (lua_istable(L, -1)) {
     lua_getfield(L, -1, "__index");
     if (lua_istable(L, -1))
-      add_std(L, names, fns, "job", lua_gettop(L));
+      walk(L, names, fns, "job", lua_gettop(L), 1);
     lua_pop(L, 1);
   }
   lua_pop(L, 3);
