@@ -50,7 +50,9 @@ NSHOST_EXTERN unsigned nshost_version(void);
   X(ETIMEDOUT, -1004, "shutdown timed out with jobs still running")        \
   X(ETHREAD, -1005, "cannot start a worker thread")                        \
   X(ELUA, -1006, "Lua error")                                              \
-  X(EBUSY, -1007, "resource busy")
+  X(EBUSY, -1007, "resource busy")                                         \
+  X(EWRONGTHREAD, -1008, "called from a thread that does not own it")      \
+  X(EMALFORMED, -1009, "malformed message")
 
 typedef enum {
 #define NSHOST_ERR_ENUM(name, code, text) NSHOST_##name = (code),
@@ -169,6 +171,96 @@ NSHOST_EXTERN int nshost_script_interrupted(nshost_script_t *s);
 
 /* Closes the script's state (finalizers run) and frees it. */
 NSHOST_EXTERN void nshost_script_free(nshost_script_t *s);
+
+/* ---- Work from C -------------------------------------------------------- */
+
+/* Arguments for a job, built in order: nil, booleans, numbers, strings
+ * and tables.  Inside a table, values alternate key, value.  Any thread,
+ * one builder per thread at a time. */
+typedef struct nshost_args_s nshost_args_t;
+
+NSHOST_EXTERN nshost_args_t *nshost_args_new(void);  /* NULL: no memory */
+NSHOST_EXTERN int nshost_args_nil(nshost_args_t *a);
+NSHOST_EXTERN int nshost_args_boolean(nshost_args_t *a, int b);
+NSHOST_EXTERN int nshost_args_number(nshost_args_t *a, double x);
+NSHOST_EXTERN int nshost_args_string(nshost_args_t *a, const char *s,
+                                     size_t len);
+/* Opens a table; until the matching end, values go into it as key,
+ * value, key, value.  NSHOST_EINVAL for an end without a start, a key
+ * without its value, or a nil key. */
+NSHOST_EXTERN int nshost_args_table(nshost_args_t *a);
+NSHOST_EXTERN int nshost_args_end(nshost_args_t *a);
+/* Forgets everything added, for building the next call's arguments. */
+NSHOST_EXTERN void nshost_args_clear(nshost_args_t *a);
+NSHOST_EXTERN void nshost_args_free(nshost_args_t *a);
+
+/* A job's outcome, valid only during the callback. */
+typedef struct nshost_result_s nshost_result_t;
+
+enum {
+  NSHOST_TNIL, NSHOST_TBOOLEAN, NSHOST_TNUMBER, NSHOST_TSTRING,
+  NSHOST_TTABLE, NSHOST_TOTHER
+};
+
+/* 0 if the job returned; NSHOST_ELUA if it raised (nshost_result_error
+ * has the message and traceback); NSHOST_ESHUTDOWN if it was cancelled. */
+NSHOST_EXTERN int nshost_result_status(const nshost_result_t *r);
+NSHOST_EXTERN const char *nshost_result_error(const nshost_result_t *r);
+NSHOST_EXTERN int nshost_result_worker(const nshost_result_t *r);
+/* The returned values: how many, and each one's type and value (index
+ * from 0).  A table's contents are read with nshost_result_push. */
+NSHOST_EXTERN int nshost_result_count(const nshost_result_t *r);
+NSHOST_EXTERN int nshost_result_type(const nshost_result_t *r, int i);
+NSHOST_EXTERN int nshost_result_boolean(const nshost_result_t *r, int i);
+NSHOST_EXTERN double nshost_result_number(const nshost_result_t *r, int i);
+/* NULL unless value i is a string; *len gets its length. */
+NSHOST_EXTERN const char *nshost_result_string(const nshost_result_t *r,
+                                               int i, size_t *len);
+/* Pushes every returned value onto L (a state of the embedder's; a
+ * script's state works too).  Returns how many, or a negative code. */
+NSHOST_EXTERN int nshost_result_push(const nshost_result_t *r,
+                                     struct lua_State *L);
+
+typedef void (*nshost_result_cb)(const nshost_result_t *r, void *ud);
+
+/* A client: where the outcomes of jobs submitted from C arrive.  With a
+ * loop, callbacks run on that loop (the client adds one handle to it,
+ * which keeps it alive until the client is freed); without one (NULL),
+ * they run inside nshost_client_poll on the thread that created the
+ * client.  Use a client from that one thread only. */
+typedef struct nshost_client_s nshost_client_t;
+struct uv_loop_s;
+
+NSHOST_EXTERN int nshost_client_new(nshost_runtime_t *rt,
+                                    struct uv_loop_s *loop,
+                                    nshost_client_t **out);
+
+/* Runs the callbacks of outcomes that have arrived; with timeout_ms > 0
+ * first waits up to that long for one.  Returns how many ran, or
+ * NSHOST_EINVAL for a client with a loop or from another thread. */
+NSHOST_EXTERN int nshost_client_poll(nshost_client_t *c, int timeout_ms);
+
+/* Jobs submitted and not yet called back. */
+NSHOST_EXTERN long nshost_client_pending(const nshost_client_t *c);
+
+/* Runs fn(args...) on a worker: fn is "module.function" (the module is
+ * required in the worker) or a global function's name.  worker is 1..T,
+ * or 0 for a random one.  cb may be NULL (fire and forget: an error is
+ * logged).  args may be NULL.  On failure cb never runs. */
+NSHOST_EXTERN int nshost_call(nshost_client_t *c, int worker,
+                              const char *fn, const nshost_args_t *args,
+                              nshost_result_cb cb, void *ud);
+
+/* Like nshost_call for a chunk of Lua source: the chunk runs with the
+ * arguments as `...`, and its return values are the results.  Each
+ * worker keeps the chunks it has compiled (up to 256). */
+NSHOST_EXTERN int nshost_eval(nshost_client_t *c, int worker,
+                              const char *chunk, const nshost_args_t *args,
+                              nshost_result_cb cb, void *ud);
+
+/* Waits for the client's jobs (polling, or turning its loop), then
+ * frees it.  Free clients before their runtime. */
+NSHOST_EXTERN void nshost_client_free(nshost_client_t *c);
 
 #ifdef __cplusplus
 }

@@ -100,6 +100,37 @@ function core.new_int64(kind)
   return ffi.new(kind == 1 and "int64_t" or "uint64_t")
 end
 
+-- Jobs submitted from C (nshost_call, nshost_eval) run these.
+local chunks, nchunks = {}, 0
+
+function core.call_named(name, ...)
+  local mod, fname = name:match("^(.*)%.([^.]+)$")
+  local f
+  if mod then
+    local m = require(mod)
+    f = type(m) == "table" and m[fname] or nil
+  else
+    f = _G[name]
+  end
+  if type(f) ~= "function" then
+    error("nshost_call: '" .. name .. "' is not a function (got "
+      .. type(f) .. ")", 0)
+  end
+  return f(...)
+end
+
+function core.eval_chunk(src, ...)
+  local f = chunks[src]
+  if not f then
+    local err
+    f, err = loadstring(src, "=(nshost_eval)")
+    if not f then error("nshost_eval: " .. err, 0) end
+    if nchunks >= 256 then chunks, nchunks = {}, 0 end
+    chunks[src], nchunks = f, nchunks + 1
+  end
+  return f(...)
+end
+
 local runtime = {}
 
 runtime.spawn = core.spawn

@@ -1013,6 +1013,8 @@ static int decode_int64(struct dec *d, int kind) {
 
   if ((size_t)(d->end - d->p) < 8)
     return bad(d, "a truncated integer");
+  if (d->c->new_int64_ref == LUA_NOREF)
+    return bad(d, "a 64-bit integer, which this state cannot make");
   lua_rawgeti(L, LUA_REGISTRYINDEX, d->c->new_int64_ref);
   lua_pushinteger(L, kind);
   lua_call(L, 1, 1);
@@ -1262,6 +1264,12 @@ void nsh_codec_open(lua_State *L) {
     lua_pop(L, 1);
   }
 
+  /* The helpers that run jobs submitted from C (client.c). */
+  lua_getfield(L, LUA_REGISTRYINDEX, "nshost.call");
+  add_name(L, names, fns, "nshost.call");
+  lua_getfield(L, LUA_REGISTRYINDEX, "nshost.eval");
+  add_name(L, names, fns, "nshost.eval");
+
   /* The methods of files (io.stdout:write) and of job handles. */
   lua_getglobal(L, "io");
   lua_getfield(L, -1, "stdout");
@@ -1280,4 +1288,176 @@ void nsh_codec_open(lua_State *L) {
     lua_pop(L, 1);
   }
   lua_pop(L, 3);
+}
+
+/* ---- Building and reading messages from C ---------------------------- */
+
+/* nshost_args_t and nshost_result_t (client.c) write and read the same
+ * format as the codec, through these. */
+
+int nsh_wire_put(struct nsh_buf *b, int kind, const void *p, size_t n) {
+  unsigned char tmp[10];
+  size_t k = 0;
+  uint64_t v = n;
+
+  if (nsh_buf_reserve(b, 1 + 10 + n + 1) != 0)
+    return NSHOST_ENOMEM;
+  switch (kind) {
+  case NSHOST_TNIL:
+    b->data[b->len++] = T_NIL;
+    return 0;
+  case NSHOST_TBOOLEAN:
+    b->data[b->len++] = n ? T_TRUE : T_FALSE;
+    return 0;
+  case NSHOST_TNUMBER:
+    b->data[b->len++] = T_NUM;
+    memcpy(b->data + b->len, p, sizeof(lua_Number));
+    b->len += sizeof(lua_Number);
+    return 0;
+  case NSHOST_TTABLE:               /* begin: no array run */
+    b->data[b->len++] = T_TABLE;
+    b->data[b->len++] = 0;
+    return 0;
+  case NSHOST_TOTHER:               /* end of a table: no metatable */
+    b->data[b->len++] = T_NIL;
+    b->data[b->len++] = T_NIL;
+    return 0;
+  default:                          /* a string, or NSH_WIRE_STD a name */
+    b->data[b->len++] = kind == NSH_WIRE_STD ? T_STD : T_STR;
+    do {
+      tmp[k] = (unsigned char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+      k++;
+    } while ((v >>= 7) != 0);
+    memcpy(b->data + b->len, tmp, k);
+    b->len += k;
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+  }
+}
+
+
+/* The type of the value at p, in nshost.h's terms. */
+int nsh_wire_type(const char *p) {
+  switch ((unsigned char)*p) {
+  case T_NIL: return NSHOST_TNIL;
+  case T_FALSE: case T_TRUE: return NSHOST_TBOOLEAN;
+  case T_NUM: return NSHOST_TNUMBER;
+  case T_STR: return NSHOST_TSTRING;
+  case T_TABLE: return NSHOST_TTABLE;
+  default: return NSHOST_TOTHER;
+  }
+}
+
+
+static int skip(struct dec *d);
+
+static int skip_lstr(struct dec *d) {
+  const char *s;
+  size_t n;
+
+  return get_lstr(d, &s, &n);
+}
+
+
+static int skip_function(struct dec *d) {
+  uint64_t nups, i, x;
+  int flags;
+
+  if (d->p >= d->end)
+    return -1;
+  flags = *d->p++;
+  if (skip_lstr(d) != 0 || get_varint(d, &nups) != 0)
+    return -1;
+  for (i = 0; i < nups; i++) {
+    if (d->p < d->end && *d->p == T_UPREF) {
+      d->p++;
+      if (get_varint(d, &x) != 0 || d->p >= d->end)
+        return -1;
+      d->p++;
+    } else if (skip(d) != 0) {
+      return -1;
+    }
+  }
+  return (flags & FN_ENV) ? skip(d) : 0;
+}
+
+
+int nsh_wire_true(const char *p) {
+  return (unsigned char)*p == T_TRUE;
+}
+
+
+/* Steps over one value without making it. */
+static int skip(struct dec *d) {
+  uint64_t n, i;
+  int tag;
+
+  if (d->p >= d->end)
+    return -1;
+  tag = *d->p++;
+  switch (tag) {
+  case T_NIL: case T_FALSE: case T_TRUE:
+    return 0;
+  case T_NUM: case T_I64: case T_U64:
+    if (d->end - d->p < 8)
+      return -1;
+    d->p += 8;
+    return 0;
+  case T_STR: case T_STD:
+    return skip_lstr(d);
+  case T_REF:
+    return get_varint(d, &n);
+  case T_FUNC:
+    return skip_function(d);
+  case T_TABLE:
+    if (get_varint(d, &n) != 0)
+      return -1;
+    for (i = 0; i < n; i++)
+      if (skip(d) != 0)
+        return -1;
+    while (d->p < d->end && *d->p != T_NIL)
+      if (skip(d) != 0 || skip(d) != 0)
+        return -1;
+    if (d->p >= d->end)
+      return -1;
+    d->p++;
+    return skip(d);
+  default:
+    return -1;
+  }
+}
+
+
+/* Finds where each top-level value of a message starts: fills at[0..]
+ * with up to max offsets and returns the count, or -1 if malformed. */
+int nsh_wire_index(const char *data, size_t len, const char **at, int max) {
+  struct dec d;
+  uint64_t n, i;
+
+  memset(&d, 0, sizeof(d));
+  d.p = (const unsigned char *)data;
+  d.end = d.p + len;
+  if (get_varint(&d, &n) != 0 || n > (uint64_t)max)
+    return -1;
+  for (i = 0; i < n; i++) {
+    at[i] = (const char *)d.p;
+    if (skip(&d) != 0)
+      return -1;
+  }
+  return (int)n;
+}
+
+
+/* The string value at p, a message ending at end: its bytes. */
+const char *nsh_wire_string(const char *p, const char *end, size_t *len) {
+  struct dec d;
+  const char *s;
+
+  memset(&d, 0, sizeof(d));
+  d.p = (const unsigned char *)p + 1;
+  d.end = (const unsigned char *)end;
+  if (get_lstr(&d, &s, len) != 0)
+    return NULL;
+  return s;
 }

@@ -129,7 +129,7 @@ static int lspawn(lua_State *L) {
   m->job = j;
 
   nsh_runtime_job_added(c->rt);
-  err = nsh_runtime_post(c->rt, m);
+  err = nsh_runtime_post(c->rt, m, 0);
   if (err != 0) {
     nsh_runtime_job_ended(c->rt);
     free(m);
@@ -493,6 +493,10 @@ void nsh_lruntime_open(struct nsh_ctx *c, lua_State *L) {
   c->cdata_kind_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_getfield(L, -2, "new_int64");
   c->new_int64_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, -2, "call_named");
+  lua_setfield(L, LUA_REGISTRYINDEX, "nshost.call");
+  lua_getfield(L, -2, "eval_chunk");
+  lua_setfield(L, LUA_REGISTRYINDEX, "nshost.eval");
   lua_remove(L, -2);
 
   lua_pushvalue(L, -1);

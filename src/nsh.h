@@ -79,6 +79,8 @@ struct nsh_job {
   struct nsh_task *waiters; /* tasks parked until it finishes */
   struct nsh_job *fprev, *fnext;  /* failed, unseen, handle alive */
   int listed;
+  nshost_result_cb cb;      /* jobs from C: gets the outcome */
+  void *cb_ud;
   char site[64];            /* where it was spawned: a short source, */
   int line;                 /* and a line, for reports */
 };
@@ -190,8 +192,9 @@ void nsh_job_report_all(struct nsh_ctx *c);
 
 /* Starts the pool if needed; returns the workers or NULL with *err. */
 struct nsh_ctx *nsh_runtime_workers(nshost_runtime_t *rt, int *err);
-/* Queues m on a random worker. 0, or NSHOST_ESHUTDOWN. */
-int nsh_runtime_post(nshost_runtime_t *rt, struct nsh_msg *m);
+/* Queues m on worker 1..T, or a random one for 0.  0, NSHOST_EINVAL
+ * or NSHOST_ESHUTDOWN (then m stays the caller's). */
+int nsh_runtime_post(nshost_runtime_t *rt, struct nsh_msg *m, int worker);
 /* The count of jobs not yet finished, across the runtime. */
 void nsh_runtime_job_added(nshost_runtime_t *rt);
 void nsh_runtime_job_ended(nshost_runtime_t *rt);
@@ -233,6 +236,17 @@ int nsh_codec_decode(struct nsh_ctx *c, lua_State *L, const char *data,
 void nsh_codec_pool_put(lua_State *L, int idx);
 /* Builds the per-state tables the codec needs (standard functions). */
 void nsh_codec_open(lua_State *L);
+
+/* The wire format, for messages built and read in C (client.c). */
+#define NSH_WIRE_STD 100
+int nsh_wire_put(struct nsh_buf *b, int kind, const void *p, size_t n);
+int nsh_wire_type(const char *p);
+int nsh_wire_true(const char *p);
+int nsh_wire_index(const char *data, size_t len, const char **at, int max);
+const char *nsh_wire_string(const char *p, const char *end, size_t *len);
+
+/* Hands a C job's outcome to its callback (client.c). */
+void nsh_client_deliver(struct nsh_ctx *c, struct nsh_msg *m);
 
 /* ---- Lua API ----------------------------------------------------------- */
 

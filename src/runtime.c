@@ -284,18 +284,23 @@ static uint32_t next_random(void) {
 }
 
 
-int nsh_runtime_post(nshost_runtime_t *rt, struct nsh_msg *m) {
+int nsh_runtime_post(nshost_runtime_t *rt, struct nsh_msg *m, int worker) {
   struct nsh_ctx *w;
   uint32_t i;
   int err = NSHOST_ESHUTDOWN;
 
+  if (worker < 0 || worker > rt->threads)
+    return NSHOST_EINVAL;
   if (atomic_load_explicit(&rt->stopping, memory_order_relaxed))
     return NSHOST_ESHUTDOWN;
   w = nsh_runtime_workers(rt, &err);
   if (w == NULL)
     return err;
   /* Multiply-shift maps 32 random bits onto 0..threads-1 evenly. */
-  i = (uint32_t)(((uint64_t)next_random() * (uint32_t)rt->threads) >> 32);
+  if (worker > 0)
+    i = (uint32_t)worker - 1;
+  else
+    i = (uint32_t)(((uint64_t)next_random() * (uint32_t)rt->threads) >> 32);
   if (nsh_inbox_push(&w[i].inbox, m) != 0)
     return NSHOST_ESHUTDOWN;
   return 0;
