@@ -47,7 +47,9 @@ test-tsan: deps
 	$(CTEST) --test-dir $(BUILD_TSAN) --output-on-failure -L c \
 	  --no-tests=error
 
+# The luv peer needs luajit and lua-luv, which `make test` does not.
 bench: all
+	bash bench/deps.sh
 	NSHOST=$(NSHOST) bash bench/run.sh
 
 clean:

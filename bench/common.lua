@@ -1,5 +1,7 @@
 -- Helpers shared by the nshost bench scripts (loaded with dofile, so it
 -- works from any directory). See /BENCHMARKS.md for the rules they follow.
+-- The luv peer (bench/luv/) loads it too: nothing here needs nshost
+-- except warm_up and the default thread count in report.
 
 local ffi = require("ffi")
 
@@ -18,6 +20,40 @@ local CLOCK_MONOTONIC = 1 -- Linux value
 function M.now()
   ffi.C.clock_gettime(CLOCK_MONOTONIC, ts)
   return tonumber(ts.sec) + tonumber(ts.nsec) * 1e-9
+end
+
+
+-- Microseconds on the same clock (for stamps compared across threads).
+function M.now_us()
+  ffi.C.clock_gettime(CLOCK_MONOTONIC, ts)
+  return tonumber(ts.sec) * 1e6 + tonumber(ts.nsec) * 1e-3
+end
+
+
+-- Burns us microseconds of CPU in a busy loop checked against the
+-- monotonic clock, and returns the clock (in microseconds) at its end.
+-- Sent to workers as it is, so it has no upvalues and no inner
+-- functions: it finds the FFI with require and keeps its timespec in a
+-- global of the state it runs in.  (bench/luv/w4_skew.lua has a copy
+-- that also hands back the work's index.)
+function M.spin(us)
+  local ffi = require("ffi")
+  local ts = BENCH_SPIN_TS
+  if ts == nil then
+    pcall(ffi.cdef, "struct bench_timespec { long sec; long nsec; };")
+    pcall(ffi.cdef, "int clock_gettime(int clock, void *ts);")
+    ts = ffi.new("struct bench_timespec")
+    BENCH_SPIN_TS = ts
+  end
+  local C = ffi.C
+  C.clock_gettime(1, ts)
+  local t0 = tonumber(ts.sec) * 1e6 + tonumber(ts.nsec) * 1e-3
+  local t = t0
+  while t - t0 < us do
+    C.clock_gettime(1, ts)
+    t = tonumber(ts.sec) * 1e6 + tonumber(ts.nsec) * 1e-3
+  end
+  return t
 end
 
 
@@ -70,16 +106,32 @@ local function num(v, fmt)
 end
 
 
+-- Fields after p99_us, in this order, when the workload reports them.
+local extras = {
+  { "p999_us", "%.1f" }, { "recv_p50_us", "%.1f" },
+  { "recv_p99_us", "%.1f" }, { "makespan_s", "%.4f" },
+  { "serial_s", "%.4f" }, { "speedup", "%.3f" },
+  { "efficiency", "%.3f" },
+}
+
+
 -- Print the one JSON line of BENCHMARKS.md, then exit non-zero when the
--- result was wrong: a fast wrong answer is a failure.
+-- result was wrong: a fast wrong answer is a failure.  r.system and
+-- r.threads default to nshost's; the luv peer passes its own.
 function M.report(r)
+  local more = {}
+  for _, f in ipairs(extras) do
+    if r[f[1]] ~= nil then
+      more[#more + 1] = string.format(',"%s":%s', f[1], num(r[f[1]], f[2]))
+    end
+  end
   io.write(string.format(
-    '{"workload":"%s","system":"nshost","threads":%d,"n":%d,'
-    .. '"wall_s":%s,"ops_per_s":%s,"p50_us":%s,"p99_us":%s,'
+    '{"workload":"%s","system":"%s","threads":%d,"n":%d,'
+    .. '"wall_s":%s,"ops_per_s":%s,"p50_us":%s,"p99_us":%s%s,'
     .. '"rss_kb":%s,"ok":%s}\n',
-    r.workload, runtime.threads(), r.n, num(r.wall_s, "%.4f"),
-    num(r.ops_per_s, "%.0f"), num(r.p50_us, "%.1f"),
-    num(r.p99_us, "%.1f"), num(M.rss_kb(), "%d"),
+    r.workload, r.system or "nshost", r.threads or runtime.threads(), r.n,
+    num(r.wall_s, "%.4f"), num(r.ops_per_s, "%.0f"), num(r.p50_us, "%.1f"),
+    num(r.p99_us, "%.1f"), table.concat(more), num(M.rss_kb(), "%d"),
     r.ok and "true" or "false"))
   io.stdout:flush()
   if not r.ok then

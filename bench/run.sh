@@ -1,25 +1,32 @@
 #!/usr/bin/env bash
-# Run the BENCHMARKS.md workloads at T=1 and T=nproc, a few runs each;
-# print every JSON line as it comes, then a table of medians (the machines
-# are shared and noisy, so one run says little). Fails if any run fails.
+# Run the BENCHMARKS.md workloads for nshost and for its peer, LuaJIT
+# with luv's uv.new_work pool (bench/luv/), at T=1 and T=nproc, RUNS
+# times each.  Within a run the two systems go one after the other, so
+# that they share the machine's mood; compare them only as ratios.
+# Prints every JSON line as it comes, then a table of medians with the
+# ratio nshost/luv, and writes the JSON lines to OUT.  Exits 1 if any run
+# failed or computed a wrong answer.
 #
 # usage: bench/run.sh [workload...]     (default: every bench/w*.lua)
 # environment:
 #   NSHOST    the binary (default build/nshost next to this directory)
-#   RUNS      runs per workload and thread count (default 3)
+#   LUAJIT    the interpreter for the luv peer (default luajit)
+#   SYSTEMS   which to run (default "nshost luv")
+#   RUNS      runs per workload, system and thread count (default 3)
 #   THREADS   thread counts to try (default "1 $(nproc)")
 #   N_<workload>, e.g. N_w1_spawn_storm=100000: a smaller n for quick runs
-#   OUT       also append the JSON lines to this file
+#   OUT       the JSON lines of this run (default build/bench-results.jsonl
+#             next to this directory; overwritten)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 nshost=${NSHOST:-$here/../build/nshost}
+luajit=${LUAJIT:-luajit}
+systems=${SYSTEMS:-"nshost luv"}
 runs=${RUNS:-3}
 threads=${THREADS:-"1 $(nproc)"}
+out=${OUT:-$here/../build/bench-results.jsonl}
 
-# Room for more: W3-W5 become bench/w3_*.lua and so on and are picked up
-# here; a peer system (e.g. luv) will get its own runner that prints the
-# same JSON lines, and this table will read them alike.
 if [ $# -gt 0 ]; then
   workloads=("$@")
 else
@@ -29,15 +36,59 @@ else
   done
 fi
 
-if [ ! -x "$nshost" ]; then
-  echo "bench: no nshost binary at $nshost (run make first)" >&2
-  exit 1
-fi
+for s in $systems; do
+  case $s in
+    nshost)
+      if [ ! -x "$nshost" ]; then
+        echo "bench: no nshost binary at $nshost (run make first)" >&2
+        exit 1
+      fi ;;
+    luv)
+      if ! "$luajit" -e 'require("luv")' 2>/dev/null; then
+        echo "bench: '$luajit' cannot require luv; run bash" \
+             "bench/deps.sh (Debian: luajit lua-luv)" >&2
+        exit 1
+      fi ;;
+    *) echo "bench: unknown system '$s' (nshost, luv)" >&2; exit 1 ;;
+  esac
+done
 
-lines=$(mktemp)
-trap 'rm -f "$lines"' EXIT
+mkdir -p "$(dirname "$out")"
+: > "$out"
 failed=0
 seen=" "
+
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc)," \
+     "$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')," \
+     "load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# $("$nshost" -v 2>/dev/null | head -1) (git $(git -C "$here/.." \
+  describe --always --dirty 2>/dev/null || echo '?'))," \
+     "$("$luajit" -v 2>/dev/null | cut -d' ' -f1-2)," \
+     "luv $("$luajit" -e 'io.write(require("luv").version_string())' \
+  2>/dev/null || echo '?')"
+
+# One run of workload $1 on system $2 with $3 threads; n from $4.
+run_one() {
+  local w=$1 s=$2 t=$3 n=$4 rc=0 bad res
+  if [ "$s" = nshost ]; then
+    res=$("$nshost" -t "$t" "$here/$w.lua" $n) || rc=$?
+  else
+    res=$(UV_THREADPOOL_SIZE=$t "$luajit" "$here/luv/$w.lua" $n) \
+      || rc=$?
+  fi
+  [ -n "$res" ] && printf '%s\n' "$res"
+  case "$res" in
+    *$'\n'*) bad=1; echo "bench: $w: more than one line" >&2 ;;
+    '{'*'"ok":true}') bad=0; printf '%s\n' "$res" >> "$out" ;;
+    '{'*'}') bad=1; printf '%s\n' "$res" >> "$out" ;;
+    *) bad=1; echo "bench: $w: expected a JSON line" >&2 ;;
+  esac
+  [ "$bad" -eq 0 ] || [ "$rc" -ne 0 ] || rc=1
+  if [ "$rc" -ne 0 ]; then
+    echo "bench: $w on $s at T=$t failed (exit $rc)" >&2
+    failed=1
+  fi
+}
 
 for w in "${workloads[@]}"; do
   nvar="N_$w"
@@ -47,78 +98,21 @@ for w in "${workloads[@]}"; do
     case "$seen" in *" $w/$t "*) continue ;; esac
     seen="$seen$w/$t "
     for r in $(seq 1 "$runs"); do
-      rc=0
-      out=$("$nshost" -t "$t" "$here/$w.lua" $n) || rc=$?
-      [ -n "$out" ] && printf '%s\n' "$out"
-      case "$out" in
-        *$'\n'*) bad_out=1 ;;
-        '{'*'}') bad_out=0; printf '%s\n' "$out" >> "$lines" ;;
-        *) bad_out=1 ;;
-      esac
-      if [ $bad_out -ne 0 ]; then
-        echo "bench: $w: expected one JSON line on stdout" >&2
-        [ $rc -ne 0 ] || rc=1
-      fi
-      if [ $rc -ne 0 ]; then
-        echo "bench: $w at T=$t, run $r failed (exit $rc)" >&2
-        failed=1
-      fi
+      for s in $systems; do
+        if [ "$s" = luv ] && [ ! -f "$here/luv/$w.lua" ]; then
+          [ "$r" -eq 1 ] && echo "bench: no luv version of $w" >&2
+          continue
+        fi
+        run_one "$w" "$s" "$t" "$n"
+      done
     done
   done
 done
 
-if [ -n "${OUT:-}" ]; then cat "$lines" >> "$OUT"; fi
-
-# Medians per workload and thread count, in the order first seen.
-# mawk has no asort, hence the small insertion sort.
 echo
-awk '
-  function field(name,   s) {
-    if (!match($0, "\"" name "\":[^,}]*")) return "null"
-    s = substr($0, RSTART, RLENGTH)
-    sub(/^"[^"]*":/, "", s)
-    gsub(/"/, "", s)
-    return s
-  }
-  function median(key, name,   n, i, j, v, a) {
-    n = 0
-    for (i = 1; i <= cnt[key]; i++) {
-      v = val[key, name, i]
-      if (v == "null") continue
-      a[++n] = v + 0
-    }
-    if (n == 0) return "-"
-    for (i = 2; i <= n; i++) {
-      v = a[i]
-      for (j = i - 1; j >= 1 && a[j] > v; j--) a[j + 1] = a[j]
-      a[j + 1] = v
-    }
-    if (n % 2) return a[(n + 1) / 2]
-    return (a[n / 2] + a[n / 2 + 1]) / 2
-  }
-  BEGIN { nf = split("wall_s ops_per_s p50_us p99_us rss_kb", names, " ") }
-  {
-    key = field("workload") " " field("threads")
-    if (!(key in cnt)) { order[++nkeys] = key; cnt[key] = 0 }
-    i = ++cnt[key]
-    for (f = 1; f <= nf; f++) val[key, names[f], i] = field(names[f])
-    if (field("ok") != "true") bad[key] = 1
-  }
-  END {
-    printf "%-14s %3s %4s %9s %11s %9s %9s %9s\n", "workload", "T",
-           "runs", "wall_s", "ops_per_s", "p50_us", "p99_us", "rss_kb"
-    for (k = 1; k <= nkeys; k++) {
-      key = order[k]
-      split(key, kw, " ")
-      printf "%-14s %3s %4d %9s %11s %9s %9s %9s%s\n", kw[1], kw[2],
-             cnt[key], median(key, "wall_s"), median(key, "ops_per_s"),
-             median(key, "p50_us"), median(key, "p99_us"),
-             median(key, "rss_kb"), (key in bad) ? "  FAILED" : ""
-    }
-  }
-' "$lines"
+awk -f "$here/table.awk" "$out"
 
 if [ $failed -ne 0 ]; then
-  echo "bench: some runs failed" >&2
+  echo "bench: some runs failed or gave a wrong answer" >&2
   exit 1
 fi
