@@ -350,6 +350,11 @@ static int put_upvalue(struct enc *e, int idx, int fid, int i) {
   lua_rawseti(L, e->objs, -++e->nuv);
 
   name = lua_getupvalue(L, idx, i);
+  if (fid == 1 && lua_rawequal(L, -1, idx)) {
+    /* The job's function calling itself: that keeps it poolable. */
+    lua_pop(L, 1);
+    return put_byte(e, T_REF) || put_varint(e, 1) ? -1 : 0;
+  }
   r = encode(e, lua_gettop(L));
   lua_pop(L, 1);
   return r != 0 ? step(e, "upvalue '%.48s'", name != NULL ? name : "?") : 0;
@@ -725,8 +730,15 @@ static int decode_table(struct dec *d) {
   lua_rawseti(L, d->refs, ++d->nobj);
 
   for (i = 1; i <= narr; i++) {
-    if (decode(d) != 0)
+    /* Numbers straight in: arrays of them are the common case. */
+    if (*d->p == T_NUM && d->end - d->p > (ptrdiff_t)sizeof(lua_Number)) {
+      lua_Number x;
+      memcpy(&x, d->p + 1, sizeof(x));
+      d->p += 1 + sizeof(x);
+      lua_pushnumber(L, x);
+    } else if (decode(d) != 0) {
       return -1;
+    }
     lua_rawseti(L, t, (int)i);
   }
   for (;;) {
@@ -961,8 +973,9 @@ static int decode_function(struct dec *d) {
   flags = *d->p++;
   if (get_lstr(d, &bc, &n) != 0 || get_varint(d, &nups) != 0)
     return -1;
-  reuse = (flags & FN_REUSE) && d->index == 0 && d->depth == 1 &&
-          d->c->children_ref != LUA_NOREF;
+  /* Without upvalues the shared closure of load_function serves. */
+  reuse = (flags & FN_REUSE) && nups > 0 && d->index == 0 &&
+          d->depth == 1 && d->c->children_ref != LUA_NOREF;
   if (reuse && (pooled = take_pooled(d, bc, n)) != 0)
     reset_env(L, lua_gettop(L));
   if (!pooled &&

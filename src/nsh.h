@@ -173,6 +173,10 @@ void nsh_ctx_uninterrupt(struct nsh_ctx *c);
 
 /* The worker this thread runs, or NULL (a C thread-local). */
 struct nsh_ctx *nsh_worker_self(void);
+/* The context running on this thread now (a worker or a script). */
+struct nsh_ctx *nsh_ctx_self(void);
+/* Makes c this thread's context; returns the one before. */
+struct nsh_ctx *nsh_ctx_enter(struct nsh_ctx *c);
 
 /* ---- Jobs ------------------------------------------------------------ */
 

@@ -320,7 +320,9 @@ void nsh_runtime_job_ended(nshost_runtime_t *rt) {
     return;
   uv_mutex_lock(&rt->home_lock);
   home = rt->home;
-  if (home != NULL && home != nsh_worker_self())
+  /* Home checks the count after every turn; waking itself would cost a
+   * write to its own eventfd. */
+  if (home != NULL && home != nsh_ctx_self())
     nsh_inbox_wake(&home->inbox);
   uv_mutex_unlock(&rt->home_lock);
 }

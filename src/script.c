@@ -75,13 +75,11 @@ int nshost_script_interrupted(nshost_script_t *s) {
 }
 
 
-int nshost_script_run(nshost_script_t *s, int nargs) {
+static int run(nshost_script_t *s, int nargs) {
   struct nsh_ctx *c;
   struct nsh_task *t;
   lua_State *L;
 
-  if (s == NULL || nargs < 0 || lua_gettop(s->c.L) < nargs + 1)
-    return NSHOST_EINVAL;
   c = &s->c;
   L = c->L;
   /* Under the same runner as jobs, so an error keeps the traceback of
@@ -124,6 +122,19 @@ int nshost_script_run(nshost_script_t *s, int nargs) {
   }
   nsh_task_free(c, t);
   return NSHOST_ELUA;
+}
+
+
+int nshost_script_run(nshost_script_t *s, int nargs) {
+  struct nsh_ctx *prev;
+  int err;
+
+  if (s == NULL || nargs < 0 || lua_gettop(s->c.L) < nargs + 1)
+    return NSHOST_EINVAL;
+  prev = nsh_ctx_enter(&s->c);
+  err = run(s, nargs);
+  nsh_ctx_enter(prev);
+  return err;
 }
 
 

@@ -14,12 +14,26 @@
 
 void nsh_runtime_worker_exited(nshost_runtime_t *rt);
 
-/* Set when the worker starts and cleared when it exits. */
-static _Thread_local struct nsh_ctx *tls_worker;
+/* The context this thread runs: a worker's, set when it starts and
+ * cleared when it exits, or a script's while it runs. */
+static _Thread_local struct nsh_ctx *tls_ctx;
 
 
 struct nsh_ctx *nsh_worker_self(void) {
-  return tls_worker;
+  return tls_ctx != NULL && tls_ctx->id > 0 ? tls_ctx : NULL;
+}
+
+
+struct nsh_ctx *nsh_ctx_self(void) {
+  return tls_ctx;
+}
+
+
+struct nsh_ctx *nsh_ctx_enter(struct nsh_ctx *c) {
+  struct nsh_ctx *prev = tls_ctx;
+
+  tls_ctx = c;
+  return prev;
 }
 
 /* ---- Outcomes ------------------------------------------------------------- */
@@ -381,7 +395,7 @@ void nsh_worker_main(void *arg) {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, NULL);
-  tls_worker = c;
+  tls_ctx = c;
   name_thread(c);
   if (nsh_ctx_open_lua(c) != 0) {
     nsh_log(c->rt, NSHOST_LOG_ERROR, "worker %d: cannot create a Lua "
@@ -406,5 +420,5 @@ void nsh_worker_main(void *arg) {
   nsh_ctx_uninterrupt(c);
   drain(c);
   nsh_ctx_close(c);
-  tls_worker = NULL;
+  tls_ctx = NULL;
 }
