@@ -101,7 +101,14 @@ typedef struct {
   size_t worker_memory;     /* bytes of Lua memory per worker; 0: no
                                limit.  A job that goes past it fails with
                                "not enough memory"; the worker goes on. */
+  int placement;            /* NSHOST_PLACE_RANDOM (the default) or
+                               NSHOST_PLACE_P2C */
 } nshost_config_t;
+
+/* Where a job goes.  RANDOM: a worker picked uniformly at random, the
+ * design's default.  P2C: the less loaded (queued plus running jobs) of
+ * two workers picked at random; it costs two atomic updates a job. */
+enum { NSHOST_PLACE_RANDOM = 0, NSHOST_PLACE_P2C = 1 };
 
 /* Fills cfg with the defaults. */
 NSHOST_EXTERN void nshost_config_init(nshost_config_t *cfg);

@@ -30,6 +30,8 @@ static const char usage_text[] =
   "  --shutdown-timeout MS  how long jobs still running at exit may take\n"
   "                       before they are cancelled (default 5000)\n"
   "  --allow-unhandled    exit 0 even if a job failed and nobody awaited it\n"
+  "  --placement P        random (default): each job to a random worker;\n"
+  "                       p2c: to the less busy of two random workers\n"
   "  --worker-memory MB   limit each worker's Lua memory; a job that goes\n"
   "                       past it fails with \"not enough memory\"\n"
   "  -h, --help           print this help\n"
@@ -37,6 +39,7 @@ static const char usage_text[] =
   "  -                    run the script from standard input\n";
 
 struct options {
+  int placement;
   int worker_mb;
   int threads;
   int shutdown_ms;
@@ -90,6 +93,7 @@ static void parse(int argc, char **argv, struct options *o) {
     { "shutdown-timeout", required_argument, NULL, 'S' },
     { "allow-unhandled", no_argument, NULL, 'U' },
     { "worker-memory", required_argument, NULL, 'M' },
+    { "placement", required_argument, NULL, 'P' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
   };
@@ -124,6 +128,17 @@ static void parse(int argc, char **argv, struct options *o) {
       break;
     case 'M':
       o->worker_mb = parse_count("--worker-memory", optarg, 1, 1 << 20);
+      break;
+    case 'P':
+      if (strcmp(optarg, "random") == 0)
+        o->placement = NSHOST_PLACE_RANDOM;
+      else if (strcmp(optarg, "p2c") == 0)
+        o->placement = NSHOST_PLACE_P2C;
+      else {
+        fprintf(stderr, "nshost: bad value for --placement: '%s' (expected "
+                "random or p2c)\n", optarg);
+        exit(1);
+      }
       break;
     case 'h':
       fputs(usage_text, stdout);
@@ -377,6 +392,7 @@ int main(int argc, char **argv) {
   cfg.shutdown_timeout_ms = o.shutdown_ms;
   cfg.log = log_stderr;
   cfg.worker_memory = (size_t)o.worker_mb << 20;
+  cfg.placement = o.placement;
   err = nshost_runtime_new(&rt, &cfg);
   if (err == 0)
     err = nshost_script_new(rt, &s);

@@ -136,6 +136,7 @@ struct nsh_ctx {
   atomic_int interrupted;   /* scripts: the signal that stopped it */
   _Atomic(lua_State *) hook_L;          /* L, for other threads */
   _Atomic(struct nsh_job *) running;    /* workers: job running now */
+  atomic_long load;         /* workers, p2c: jobs queued or running */
   int wait_depth;           /* waits in place on the C stack now */
   size_t mem_used;          /* bytes in L, when there is a limit */
   size_t mem_limit;

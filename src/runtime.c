@@ -284,6 +284,24 @@ static uint32_t next_random(void) {
 }
 
 
+/* Multiply-shift maps 32 random bits onto 0..threads-1 evenly. */
+static uint32_t any_worker(nshost_runtime_t *rt) {
+  return (uint32_t)(((uint64_t)next_random() * (uint32_t)rt->threads) >> 32);
+}
+
+
+static uint32_t pick(nshost_runtime_t *rt, struct nsh_ctx *w) {
+  uint32_t a = any_worker(rt), b;
+
+  if (rt->cfg.placement != NSHOST_PLACE_P2C || rt->threads < 2)
+    return a;
+  /* Power of two choices: a second pick, and the lighter one wins. */
+  b = any_worker(rt);
+  return atomic_load_explicit(&w[b].load, memory_order_relaxed) <
+         atomic_load_explicit(&w[a].load, memory_order_relaxed) ? b : a;
+}
+
+
 int nsh_runtime_post(nshost_runtime_t *rt, struct nsh_msg *m, int worker) {
   struct nsh_ctx *w;
   uint32_t i;
@@ -296,13 +314,17 @@ int nsh_runtime_post(nshost_runtime_t *rt, struct nsh_msg *m, int worker) {
   w = nsh_runtime_workers(rt, &err);
   if (w == NULL)
     return err;
-  /* Multiply-shift maps 32 random bits onto 0..threads-1 evenly. */
   if (worker > 0)
     i = (uint32_t)worker - 1;
   else
-    i = (uint32_t)(((uint64_t)next_random() * (uint32_t)rt->threads) >> 32);
-  if (nsh_inbox_push(&w[i].inbox, m) != 0)
+    i = pick(rt, w);
+  if (rt->cfg.placement == NSHOST_PLACE_P2C)
+    atomic_fetch_add_explicit(&w[i].load, 1, memory_order_relaxed);
+  if (nsh_inbox_push(&w[i].inbox, m) != 0) {
+    if (rt->cfg.placement == NSHOST_PLACE_P2C)
+      atomic_fetch_sub_explicit(&w[i].load, 1, memory_order_relaxed);
     return NSHOST_ESHUTDOWN;
+  }
   return 0;
 }
 

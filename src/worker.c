@@ -81,6 +81,8 @@ static void reply(struct nsh_ctx *c, struct nsh_job *j, struct nsh_msg *m) {
     m->worker = c->id;
   }
   m->job = j;
+  if (nsh_runtime_config(c->rt)->placement == NSHOST_PLACE_P2C)
+    atomic_fetch_sub_explicit(&c->load, 1, memory_order_relaxed);
   nsh_job_reply(c->rt, m);
 }
 
