@@ -40,7 +40,7 @@ test-asan: deps
 	$(CMAKE) -S . -B $(BUILD_ASAN) -DNSHOST_SANITIZE=address \
 	  -DCMAKE_BUILD_TYPE=Debug
 	$(CMAKE) --build $(BUILD_ASAN) -j$(JOBS)
-	$(CTEST) --test-dir $(BUILD_ASAN) --output-on-failure \
+	$(CTEST) --test-dir $(BUILD_ASAN) --output-on-failure -LE install \
 	  --no-tests=error
 
 test-tsan: deps
