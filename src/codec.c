@@ -472,23 +472,36 @@ static int encode_cdata(struct enc *e, int idx) {
 }
 
 
+/* A new thread, left on L's stack, whose slots base+1..base+n hold the
+ * same tables as L's, so that the codec's stack indices hold on it.
+ * NULL if it cannot have them. */
+static lua_State *fresh_thread(lua_State *L, int base, int n) {
+  lua_State *T = lua_newthread(L);
+  int i;
+
+  if (!lua_checkstack(T, base + n + 16)) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  lua_settop(T, base);
+  for (i = 1; i <= n; i++)
+    lua_pushvalue(L, base + i);
+  lua_xmove(L, T, n);
+  return T;
+}
+
+
 /* LuaJIT lets one C call use about 8000 stack slots; a value nested
- * deeper than that goes on being encoded on a new thread, with the
- * codec's tables at the same indices. */
+ * deeper than that goes on being encoded on a new thread. */
 static int encode_fresh(struct enc *e, int idx) {
   lua_State *L = e->L, *T;
   int r;
 
-  T = lua_newthread(L);
-  if (!lua_checkstack(T, e->base + 16)) {
-    lua_pop(L, 1);
+  T = fresh_thread(L, e->base, 4);
+  if (T == NULL)
     return fail(e, "a value nested too deeply for the Lua stack");
-  }
-  lua_settop(T, e->base);
-  for (r = 1; r <= 4; r++)
-    lua_pushvalue(L, e->base + r);
   lua_pushvalue(L, idx);
-  lua_xmove(L, T, 5);
+  lua_xmove(L, T, 1);
   e->L = T;
   r = encode(e, lua_gettop(T));
   e->L = L;
@@ -1045,15 +1058,9 @@ static int decode_fresh(struct dec *d) {
   lua_State *L = d->L, *T;
   int r;
 
-  T = lua_newthread(L);
-  if (!lua_checkstack(T, d->refs + 16)) {
-    lua_pop(L, 1);
+  T = fresh_thread(L, d->refs - 1, 3);
+  if (T == NULL)
     return bad(d, "a value nested too deeply for the Lua stack");
-  }
-  lua_settop(T, d->refs - 1);
-  for (r = 0; r < 3; r++)
-    lua_pushvalue(L, d->refs + r);
-  lua_xmove(L, T, 3);
   d->L = T;
   r = decode(d);
   d->L = L;
