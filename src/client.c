@@ -36,7 +36,7 @@ struct nshost_client_s {
   long delivered;
 };
 
-/* ---- Arguments ------------------------------------------------------------- */
+/* ---- Arguments --------------------------------------------------------- */
 
 nshost_args_t *nshost_args_new(void) {
   return calloc(1, sizeof(nshost_args_t));
@@ -133,7 +133,7 @@ int nshost_args_end(nshost_args_t *a) {
   return err;
 }
 
-/* ---- Results ----------------------------------------------------------------- */
+/* ---- Results ----------------------------------------------------------- */
 
 const char *nsh_job_error_text(struct nsh_msg *m, size_t *len,
                                const char **rest, size_t *restlen);
@@ -255,7 +255,7 @@ void nsh_client_deliver(struct nsh_ctx *c, struct nsh_msg *m) {
   nsh_runtime_job_ended(c->rt);
 }
 
-/* ---- Clients ------------------------------------------------------------------ */
+/* ---- Clients ----------------------------------------------------------- */
 
 static void on_client_inbox(uv_async_t *a) {
   struct nsh_ctx *c = a->data;

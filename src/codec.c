@@ -75,7 +75,7 @@ struct dec {
   const char *err;
 };
 
-/* ---- Buffers ------------------------------------------------------------ */
+/* ---- Buffers ----------------------------------------------------------- */
 
 int nsh_buf_reserve(struct nsh_buf *b, size_t extra) {
   size_t cap;
@@ -101,7 +101,7 @@ void nsh_buf_free(struct nsh_buf *b) {
   b->len = b->cap = 0;
 }
 
-/* ---- Encoding ----------------------------------------------------------- */
+/* ---- Encoding ---------------------------------------------------------- */
 
 static int fail(struct enc *e, const char *why) {
   snprintf(e->why, sizeof(e->why), "%s", why);
@@ -686,7 +686,7 @@ int nsh_codec_encode(struct nsh_ctx *c, lua_State *L, int first, int n,
   return r;
 }
 
-/* ---- Decoding ----------------------------------------------------------- */
+/* ---- Decoding ---------------------------------------------------------- */
 
 static int bad(struct dec *d, const char *why) {
   d->err = why;
@@ -870,7 +870,7 @@ static int load_function(struct dec *d, const char *bc, size_t n,
   return 0;
 }
 
-/* ---- The pool of job functions ------------------------------------------ */
+/* ---- The pool of job functions ----------------------------------------- */
 
 /* Loading bytecode makes new prototypes, and LuaJIT compiles traces per
  * prototype: a job function loaded afresh for every job would be
@@ -1190,7 +1190,7 @@ error:
   return -1;
 }
 
-/* ---- Standard functions ------------------------------------------------- */
+/* ---- Standard functions ------------------------------------------------ */
 
 /* Every function reachable from the globals and the standard tables of
  * a fresh state gets a name, such as "string.format"; both sides hold a

@@ -185,7 +185,7 @@ void nsh_ctx_close(struct nsh_ctx *c) {
   c->ready = NULL;
 }
 
-/* ---- Tasks ---------------------------------------------------------------- */
+/* ---- Tasks ------------------------------------------------------------- */
 
 struct nsh_task *nsh_task_new(struct nsh_ctx *c, int nargs) {
   lua_State *L = c->L;

@@ -38,7 +38,7 @@ static struct nsh_job *check_job(lua_State *L, int idx) {
   return h->job;
 }
 
-/* ---- spawn ----------------------------------------------------------------- */
+/* ---- spawn ------------------------------------------------------------- */
 
 /* The first Lua frame above spawn: where the user called it, even
  * through pcall.  Kept raw; formatted only for a report. */
@@ -142,7 +142,7 @@ static int lspawn(lua_State *L) {
   return 1;
 }
 
-/* ---- Job handles ---------------------------------------------------------- */
+/* ---- Job handles ------------------------------------------------------- */
 
 static int job_gc(lua_State *L) {
   struct handle *h = lua_touserdata(L, 1);
@@ -289,7 +289,7 @@ static int lresult(lua_State *L) {
   }
 }
 
-/* ---- sleep ----------------------------------------------------------------- */
+/* ---- sleep ------------------------------------------------------------- */
 
 struct sleeper {
   uv_timer_t timer;
@@ -372,7 +372,7 @@ static int lsleep_wait(lua_State *L) {
   return err == 0 ? 0 : lua_error(L);
 }
 
-/* ---- Small things ----------------------------------------------------------- */
+/* ---- Small things ------------------------------------------------------ */
 
 static int lworker_id(lua_State *L) {
   lua_pushinteger(L, ctx(L)->id);
@@ -431,7 +431,7 @@ static int lprint(lua_State *L) {
   return 0;
 }
 
-/* ---- Opening ---------------------------------------------------------------- */
+/* ---- Opening ----------------------------------------------------------- */
 
 static void set_fn(lua_State *L, struct nsh_ctx *c, const char *name,
                    lua_CFunction f) {

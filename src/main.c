@@ -308,7 +308,7 @@ static int run_script(nshost_script_t *s, int argc, char **argv,
 }
 
 
-/* ---- Signals -------------------------------------------------------------- */
+/* ---- Signals ----------------------------------------------------------- */
 
 /* The script a first SIGINT or SIGTERM interrupts; NULL once it is being
  * freed.  Workers block these signals, so the handler runs here. */

@@ -70,7 +70,7 @@ unsigned nshost_version(void) {
   return NSHOST_VERSION_HEX;
 }
 
-/* ---- Logging ------------------------------------------------------------ */
+/* ---- Logging ----------------------------------------------------------- */
 
 void nsh_log(nshost_runtime_t *rt, int level, const char *fmt, ...) {
   char line[2048];
@@ -328,7 +328,7 @@ int nsh_runtime_post(nshost_runtime_t *rt, struct nsh_msg *m, int worker) {
   return 0;
 }
 
-/* ---- Job accounting ------------------------------------------------------ */
+/* ---- Job accounting ---------------------------------------------------- */
 
 void nsh_runtime_job_added(nshost_runtime_t *rt) {
   atomic_fetch_add_explicit(&rt->jobs, 1, memory_order_relaxed);
@@ -388,7 +388,7 @@ void nsh_runtime_worker_exited(nshost_runtime_t *rt) {
   uv_mutex_unlock(&rt->exit_lock);
 }
 
-/* ---- Search paths --------------------------------------------------------- */
+/* ---- Search paths ------------------------------------------------------ */
 
 /* Scripts publish package.path and package.cpath when they change, and
  * workers take them before their next job, so `require` in a job finds

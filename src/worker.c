@@ -36,7 +36,7 @@ struct nsh_ctx *nsh_ctx_enter(struct nsh_ctx *c) {
   return prev;
 }
 
-/* ---- Outcomes ------------------------------------------------------------- */
+/* ---- Outcomes ---------------------------------------------------------- */
 
 /* A result message around the context's scratch buffer. */
 static struct nsh_msg *scratch_msg(struct nsh_ctx *c, int status) {
@@ -190,7 +190,7 @@ static struct nsh_msg *failed_msg(struct nsh_ctx *c, const char *prefix) {
 }
 
 
-/* ---- Jobs ------------------------------------------------------------------ */
+/* ---- Jobs -------------------------------------------------------------- */
 
 struct start_args {
   struct nsh_ctx *c;
@@ -352,7 +352,7 @@ void nsh_worker_job_done(struct nsh_ctx *c, struct nsh_task *t, int status) {
 }
 
 
-/* ---- The thread -------------------------------------------------------------- */
+/* ---- The thread -------------------------------------------------------- */
 
 static void name_thread(struct nsh_ctx *c) {
   char name[16];
