@@ -100,6 +100,51 @@ function core.new_int64(kind)
   return ffi.new(kind == 1 and "int64_t" or "uint64_t")
 end
 
+-- The codec's loops over arrays of numbers.  In Lua, LuaJIT compiles
+-- them to a few instructions a number; through the C API each number
+-- costs a few hundred.  A record is the codec's tag byte for a number,
+-- then the double.
+do
+  local ffi = require("ffi")
+  ffi.cdef("typedef struct __attribute__((packed)) { uint8_t tag; "
+    .. "double v; } nshost_numrec_;")
+  local recs, T_NUM, rawget = ffi.typeof("nshost_numrec_ *"), 3, rawget
+
+  -- Writes t[1..n] at p up to the first value that is not a number;
+  -- returns how many it wrote.
+  function core.put_numbers(t, n, p)
+    local r, i = ffi.cast(recs, p), 0
+    while i < n do
+      local v = rawget(t, i + 1)
+      if type(v) ~= "number" then break end
+      r[i].tag = T_NUM
+      r[i].v = v
+      i = i + 1
+    end
+    return i
+  end
+
+  -- Reads up to n number records at p into t[1..]; returns how many.
+  function core.get_numbers(t, p, n)
+    local r, i = ffi.cast(recs, p), 0
+    while i < n and r[i].tag == T_NUM do
+      t[i + 1] = r[i].v
+      i = i + 1
+    end
+    return i
+  end
+
+  -- Does t have keys other than 1..n?
+  function core.more_keys(t, n)
+    for k in next, t do
+      if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then
+        return true
+      end
+    end
+    return false
+  end
+end
+
 -- Jobs submitted from C (nshost_call, nshost_eval) run these.
 local chunks, nchunks = {}, 0
 

@@ -26,6 +26,7 @@
 #define PATH_INNER 8           /* innermost path steps kept */
 #define PATH_OUTER 16          /* outermost path steps kept */
 #define FRESH_AT 7000          /* stack slots before going on a new thread */
+#define LUA_LOOP_MIN 16        /* array length worth a call into Lua */
 #define LUA_TCDATA_JIT 10      /* LuaJIT's type number for cdata */
 
 enum {
@@ -235,7 +236,19 @@ static int encode_table(struct enc *e, int idx) {
   n = lua_objlen(L, idx);
   if (put_byte(e, T_TABLE) != 0 || put_varint(e, (uint64_t)n) != 0)
     return -1;
-  for (i = 1; i <= n; i++) {
+  i = 1;
+  if (n >= LUA_LOOP_MIN && e->c->put_numbers_ref != LUA_NOREF &&
+      n < (1u << 26) && nsh_buf_reserve(e->b, n * 9) == 0) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->c->put_numbers_ref);
+    lua_pushvalue(L, idx);
+    lua_pushinteger(L, (lua_Integer)n);
+    lua_pushlightuserdata(L, e->b->data + e->b->len);
+    if (lua_pcall(L, 3, 1, 0) == 0)
+      i += (size_t)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    e->b->len += (i - 1) * 9;
+  }
+  for (; i <= n; i++) {
     lua_rawgeti(L, idx, (int)i);
     /* Numbers are most of what arrays hold: write them in place. */
     if (lua_type(L, -1) == LUA_TNUMBER &&
@@ -253,6 +266,16 @@ static int encode_table(struct enc *e, int idx) {
       return step(e, "key %d", (int)i);
   }
 
+  if (n >= LUA_LOOP_MIN && e->c->more_keys_ref != LUA_NOREF) {
+    /* Most long arrays have nothing else: say so without a C loop. */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->c->more_keys_ref);
+    lua_pushvalue(L, idx);
+    lua_pushinteger(L, (lua_Integer)n);
+    r = lua_pcall(L, 2, 1, 0) == 0 && !lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (r)
+      goto metatable;
+  }
   lua_pushnil(L);
   while (lua_next(L, idx) != 0) {
     if (in_run(L, -2, n)) {
@@ -267,6 +290,7 @@ static int encode_table(struct enc *e, int idx) {
     }
     lua_pop(L, 1);
   }
+metatable:
   if (put_byte(e, T_NIL) != 0)
     return -1;
 
@@ -742,7 +766,19 @@ static int decode_table(struct dec *d) {
   lua_pushvalue(L, t);
   lua_rawseti(L, d->refs, ++d->nobj);
 
-  for (i = 1; i <= narr; i++) {
+  i = 1;
+  if (narr >= LUA_LOOP_MIN && d->c->get_numbers_ref != LUA_NOREF) {
+    uint64_t room = (uint64_t)(d->end - d->p) / 9;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, d->c->get_numbers_ref);
+    lua_pushvalue(L, t);
+    lua_pushlightuserdata(L, (void *)d->p);
+    lua_pushinteger(L, (lua_Integer)(narr < room ? narr : room));
+    if (lua_pcall(L, 3, 1, 0) == 0)
+      i += (uint64_t)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    d->p += (i - 1) * 9;
+  }
+  for (; i <= narr; i++) {
     /* Numbers straight in: arrays of them are the common case. */
     if (*d->p == T_NUM && d->end - d->p > (ptrdiff_t)sizeof(lua_Number)) {
       lua_Number x;
@@ -778,11 +814,16 @@ static int decode_table(struct dec *d) {
  * cache is dropped whole when it grows past a bound. */
 #define MAX_LOADS 256
 
-/* A job may have called setfenv on a function it was given: a reused
- * closure starts again with the globals. */
-static void reset_env(lua_State *L, int f) {
-  lua_pushvalue(L, LUA_GLOBALSINDEX);
-  lua_setfenv(L, f);
+/* Is the function on top still running with the globals?  A job may
+ * have called setfenv on it; such a closure is never reused, since
+ * LuaJIT's compiled code may keep using the environment it saw. */
+static int has_globals(lua_State *L) {
+  int r;
+
+  lua_getfenv(L, -1);
+  r = lua_rawequal(L, -1, LUA_GLOBALSINDEX);
+  lua_pop(L, 1);
+  return r;
 }
 
 
@@ -806,7 +847,6 @@ static int hand_out(struct dec *d) {
   lua_pushvalue(L, -2);
   lua_rawseti(L, -2, ++d->nused);
   lua_pop(L, 1);
-  reset_env(L, lua_gettop(L));
   return 1;
 }
 
@@ -837,7 +877,7 @@ static int load_function(struct dec *d, const char *bc, size_t n,
   if (share) {
     lua_pushlstring(L, bc, n);
     lua_rawget(L, d->loads);
-    if (!lua_isnil(L, -1)) {
+    if (!lua_isnil(L, -1) && has_globals(L)) {
       if (hand_out(d))
         return 0;
       share = 0;             /* taken: this one gets a closure of its own */
@@ -936,6 +976,11 @@ void nsh_codec_pool_put(lua_State *L, int idx) {
 
   if (idx < 0)
     idx = lua_gettop(L) + idx + 1;
+  lua_pushvalue(L, idx);
+  keys = has_globals(L);
+  lua_pop(L, 1);
+  if (!keys)
+    return;
   push_registry_table(L, &key_fnkey, "k");
   lua_pushvalue(L, idx);
   lua_rawget(L, -2);                     /* fnkey bc */
@@ -989,8 +1034,8 @@ static int decode_function(struct dec *d) {
   /* Without upvalues the shared closure of load_function serves. */
   reuse = (flags & FN_REUSE) && nups > 0 && d->index == 0 &&
           d->depth == 1 && d->c->children_ref != LUA_NOREF;
-  if (reuse && (pooled = take_pooled(d, bc, n)) != 0)
-    reset_env(L, lua_gettop(L));
+  if (reuse)
+    pooled = take_pooled(d, bc, n);
   if (!pooled &&
       load_function(d, bc, n, nups == 0 && !(flags & FN_ENV)) != 0)
     return -1;

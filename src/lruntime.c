@@ -493,6 +493,12 @@ void nsh_lruntime_open(struct nsh_ctx *c, lua_State *L) {
   c->cdata_kind_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_getfield(L, -2, "new_int64");
   c->new_int64_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, -2, "put_numbers");
+  c->put_numbers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, -2, "get_numbers");
+  c->get_numbers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, -2, "more_keys");
+  c->more_keys_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_getfield(L, -2, "call_named");
   lua_setfield(L, LUA_REGISTRYINDEX, "nshost.call");
   lua_getfield(L, -2, "eval_chunk");

@@ -126,6 +126,9 @@ struct nsh_ctx {
   int children_ref;         /* registry: has a function inner ones? */
   int cdata_kind_ref;       /* registry: 1 int64, 2 uint64, else 0 */
   int new_int64_ref;        /* registry: a new 64-bit integer cdata */
+  int put_numbers_ref;      /* registry: the codec's loops in Lua */
+  int get_numbers_ref;
+  int more_keys_ref;
   int decoded_poolable;     /* the last decode's job fn can be pooled */
   int paths_ref;            /* scripts: package.path last published */
   int main_done;            /* scripts: the main task has ended */
