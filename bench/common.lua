@@ -1,7 +1,8 @@
 -- Helpers shared by the nshost bench scripts (loaded with dofile, so it
 -- works from any directory). See /BENCHMARKS.md for the rules they follow.
 -- The luv peer (bench/luv/) loads it too: nothing here needs nshost
--- except warm_up and the default thread count in report.
+-- except warm_up and the default thread count in report.  What W3 and
+-- W4 do alike on both systems is here too, so that both count alike.
 
 local ffi = require("ffi")
 
@@ -31,12 +32,12 @@ end
 
 
 -- Burns us microseconds of CPU in a busy loop checked against the
--- monotonic clock, and returns the clock (in microseconds) at its end.
--- Sent to workers as it is, so it has no upvalues and no inner
--- functions: it finds the FFI with require and keeps its timespec in a
--- global of the state it runs in.  (bench/luv/w4_skew.lua has a copy
--- that also hands back the work's index.)
-function M.spin(us)
+-- monotonic clock, and returns the clock (in microseconds) at its end,
+-- then the other arguments as they came (the luv peer's works hand
+-- back their index so).  Sent to workers as it is, so it has no
+-- upvalues and no inner functions: it finds the FFI with require and
+-- keeps its timespec in a global of the state it runs in.
+function M.spin(us, ...)
   local ffi = require("ffi")
   local ts = BENCH_SPIN_TS
   if ts == nil then
@@ -53,7 +54,7 @@ function M.spin(us)
     C.clock_gettime(1, ts)
     t = tonumber(ts.sec) * 1e6 + tonumber(ts.nsec) * 1e-3
   end
-  return t
+  return t, ...
 end
 
 
@@ -97,6 +98,76 @@ function M.warm_up()
     jobs[i] = runtime.spawn(function() return true end)
   end
   for _, job in ipairs(jobs) do job:await() end
+end
+
+
+-- W3's serial baseline, the same for both systems: n calls of f(x) one
+-- after another in this state, after one call first so that it runs
+-- compiled code (as each worker compiles its own).  Returns the seconds,
+-- and what went wrong when a call did not return want.
+function M.serial(n, f, x, want)
+  local bad
+  f(x)
+  local t0 = M.now()
+  for _ = 1, n do
+    local r = f(x)
+    if r ~= want and not bad then bad = "serial call gave " .. tostring(r) end
+  end
+  return M.now() - t0, bad
+end
+
+
+-- W4's bookkeeping, the same for both systems: which jobs are heavy,
+-- the check of each job's stamp, the latencies kept, and the JSON line.
+-- The script fills sub[i], the clock (us) when job i was submitted.
+function M.skew(n)
+  local HEAVY_US, LIGHT_US = 5000, 20
+  local w = { sub = {}, lat = {}, recv = {}, got = 0 }
+
+  -- The microseconds of CPU that job i burns: every 100th is heavy.
+  function w.burn(i)
+    return i % 100 == 0 and HEAVY_US or LIGHT_US
+  end
+
+  -- Job i ended at t_end (the stamp it returned, on its thread's clock,
+  -- which is every thread's) and the script saw it at t_recv.
+  function w.finished(i, t_end, t_recv)
+    local sub = w.sub[i]
+    w.got = w.got + 1
+    if type(t_end) ~= "number" or t_end < sub + w.burn(i) then
+      w.bad = w.bad
+        or string.format("job %d returned %s", i, tostring(t_end))
+      return
+    end
+    if w.burn(i) == LIGHT_US then
+      w.lat[#w.lat + 1] = t_end - sub
+      w.recv[#w.recv + 1] = t_recv - sub
+    end
+    w.last_recv = t_recv
+  end
+
+  -- Prints the JSON line; t0 is the clock (us) when submitting began.
+  function w.report(t0)
+    local makespan = (w.last_recv - t0) * 1e-6
+    local lat, recv = w.lat, w.recv
+    local lights = n - math.floor(n / 100)
+    table.sort(lat)
+    table.sort(recv)
+    local p = M.percentile
+    M.report({
+      workload = "skew", n = n, wall_s = makespan,
+      ops_per_s = n / makespan,
+      p50_us = p(lat, 0.50), p99_us = p(lat, 0.99),
+      p999_us = p(lat, 0.999),
+      recv_p50_us = p(recv, 0.50), recv_p99_us = p(recv, 0.99),
+      makespan_s = makespan,
+      ok = not w.bad and w.got == n and #lat == lights,
+      why = w.bad or string.format("%d results, %d light, expected %d",
+                                   w.got, #lat, lights),
+    })
+  end
+
+  return w
 end
 
 

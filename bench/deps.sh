@@ -7,12 +7,7 @@ set -euo pipefail
 
 required=(luajit lua-luv)
 
-installed() {
-  local status
-  status=$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null) \
-    || return 1
-  [ "$status" = installed ]
-}
+. "$(dirname "$0")/../tools/dpkg.sh"
 
 missing=()
 for pkg in "${required[@]}"; do
@@ -20,15 +15,7 @@ for pkg in "${required[@]}"; do
 done
 
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "bench deps: missing: ${missing[*]}"
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "bench deps: run this as root, or:" >&2
-    echo "sudo apt-get install -y ${missing[*]}" >&2
-    exit 1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update
-  apt-get install -y --no-install-recommends "${missing[@]}"
+  install_missing "bench deps" "${missing[@]}"
 fi
 
 # A luajit that cannot load luv (a hand-built one first on PATH, say)

@@ -17,16 +17,8 @@ local function fib(k)
 end
 
 bench.warm_up()
-
--- The serial baseline, in the main script's own state.  One call first,
--- so that both sides run compiled code (each worker compiles its own).
-fib(FIB_N)
-t0 = bench.now()
-for i = 1, n do
-  local r = fib(FIB_N)
-  if r ~= FIB_R and not bad then bad = "serial fib gave " .. r end
-end
-serial = bench.now() - t0
+-- The serial baseline, in the main script's own state.
+serial, bad = bench.serial(n, fib, FIB_N, FIB_R)
 
 for i = 1, n do jobs[i] = false end
 t0 = bench.now()

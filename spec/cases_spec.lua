@@ -6,15 +6,7 @@
 
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local support = dofile(here .. "support.lua")
-
-local function pack(...)
-  return { n = select("#", ...), ... }
-end
-
-local function assert_has(s, piece)
-  assert.truthy(tostring(s):find(piece, 1, true),
-    ("no %q in:\n%s"):format(piece, tostring(s)))
-end
+local pack, assert_has = support.pack, support.assert_has
 
 -- Whether a message names a worker as "worker N", N in 1..threads
 -- (by default the threads of this process).

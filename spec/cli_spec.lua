@@ -8,6 +8,7 @@ local support = dofile(here .. "support.lua")
 
 local q = support.quote
 local NSHOST = support.nshost
+local assert_has = support.assert_has
 
 local function run(args, opts)
   return support.run(args, opts)
@@ -24,11 +25,6 @@ end
 
 local function ok_run(r)
   assert.are.equal(0, r.status, support.describe(r))
-end
-
-local function assert_has(s, piece)
-  assert.truthy(s:find(piece, 1, true),
-    ("no %q in:\n%s"):format(piece, s))
 end
 
 local function starts_with(s, prefix)

@@ -5,19 +5,8 @@
 
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local support = dofile(here .. "support.lua")
-
--- Park-Miller generator: the same sequence on every Lua, every run.
-local function generator(seed)
-  local state = seed % 2147483647
-  if state <= 0 then
-    state = state + 2147483646
-  end
-  local function next_int(n)
-    state = state * 16807 % 2147483647
-    return state % n
-  end
-  return next_int
-end
+local pack, echo = support.pack, support.echo
+local generator = support.generator
 
 local SPECIAL = {
   0, -0.0, 0 / 0, math.huge, -math.huge, 1, -1, 0.5, 0.1, 1 / 3,
@@ -116,10 +105,6 @@ local function maker(seed)
   end
 
   return value, graph, { number = number, bytes = bytes, key = key }
-end
-
-local function echo(...)
-  return runtime.spawn(function(...) return ... end, ...):await()
 end
 
 describe("round trip through a worker", function()
@@ -380,10 +365,6 @@ local function closure_maker(seed)
   end
 end
 
-local function pack_n(...)
-  return { n = select("#", ...), ... }
-end
-
 -- Compares a (sent) with b (come back); st holds the pairing of
 -- objects. Returns true, or false and where they differ.
 local function same(a, b, st, path)
@@ -425,7 +406,7 @@ local function same(a, b, st, path)
     if ia.source ~= ib.source or ia.linedefined ~= ib.linedefined then
       return false, path .. ": debug info differs"
     end
-    local ra, rb = pack_n(a("get")), pack_n(b("get"))
+    local ra, rb = pack(a("get")), pack(b("get"))
     if ra.n ~= rb.n then
       return false, path .. ": get gives " .. rb.n .. " values"
     end
@@ -543,7 +524,7 @@ describe("round trip of graphs with closures", function()
     local graph = closure_maker(271828)
     for i = 1, 2000 do
       local pool, groups = graph()
-      local back = pack_n(echo(unpack(pool)))
+      local back = pack(echo(unpack(pool)))
       assert.are.equal(#pool, back.n, "graph " .. i)
       local st = { map = {}, back = {} }
       for j = 1, #pool do
@@ -556,8 +537,8 @@ describe("round trip of graphs with closures", function()
         local mark = {}
         st.map[grp[1]]("set", mark)
         for j, f in ipairs(grp) do
-          local copy = pack_n(st.map[f]("get"))
-          local orig = pack_n(f("get"))
+          local copy = pack(st.map[f]("get"))
+          local orig = pack(f("get"))
           assert.is_true(rawequal(copy[grp.slot[j]], mark),
             ("graph %d: closures %d and %d no longer share a local")
               :format(i, grp[1]("id"), f("id")))

@@ -7,19 +7,9 @@
 
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local support = dofile(here .. "support.lua")
+local pack, error_of = support.pack, support.error_of
 
 local T = runtime.threads()
-
-local function pack(...)
-  return { n = select("#", ...), ... }
-end
-
--- Calls f and returns the error it raises (f must raise).
-local function error_of(f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  return err
-end
 
 -- The worker ids that a message mentions as "worker N".
 local function worker_ids_in(msg)

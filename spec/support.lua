@@ -1,8 +1,13 @@
 -- Helpers shared by the specs: where the nshost binary is, temporary
--- files, running nshost as a subprocess, a wall clock, deep equality.
+-- files, running nshost as a subprocess, a wall clock, deep equality,
+-- and the small helpers the specs assert with.
 -- Loaded with dofile from each spec, so it works from any directory.
 
 local M = {}
+
+-- busted's assert: this file runs in the global environment, where
+-- `assert` is Lua's own.
+local luassert = require("luassert")
 
 local function dirname(path)
   return path:match("^(.*)/[^/]*$") or "."
@@ -275,6 +280,51 @@ function M.in_order(s, list)
     at = j + 1
   end
   return true
+end
+
+-- Park-Miller generator: the same sequence on every Lua, every run.
+-- Returns rand, where rand(n) is the next number, from 0 to n - 1.
+function M.generator(seed)
+  local state = seed % 2147483647
+  if state <= 0 then
+    state = state + 2147483646
+  end
+  return function(n)
+    state = state * 16807 % 2147483647
+    return state % n
+  end
+end
+
+-- All the values given, with their count in n (nils included).
+function M.pack(...)
+  return { n = select("#", ...), ... }
+end
+
+-- Sends the values to a worker and returns what comes back.
+function M.echo(...)
+  return runtime.spawn(function(...) return ... end, ...):await()
+end
+
+-- Asserts that s (made a string) holds piece, as plain text.
+function M.assert_has(s, piece)
+  luassert.truthy(tostring(s):find(piece, 1, true),
+    ("no %q in:\n%s"):format(piece, tostring(s)))
+end
+
+-- Calls f and returns the error it raises (f must raise).
+function M.error_of(f, ...)
+  local ok, err = pcall(f, ...)
+  luassert.is_false(ok, "expected an error")
+  return err
+end
+
+-- The error that runtime.spawn raises for these arguments: it must
+-- refuse them, with a message.
+function M.refusal(...)
+  local ok, err = pcall(runtime.spawn, ...)
+  luassert.is_false(ok, "runtime.spawn accepted the value")
+  luassert.are.equal("string", type(err))
+  return err
 end
 
 return M

@@ -6,30 +6,12 @@
 
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local support = dofile(here .. "support.lua")
-
-local function pack(...)
-  return { n = select("#", ...), ... }
-end
-
-local function echo(...)
-  return runtime.spawn(function(...) return ... end, ...):await()
-end
+local pack, echo = support.pack, support.echo
+local assert_has, error_of = support.assert_has, support.error_of
 
 -- The line this is called from.
 local function line()
   return debug.getinfo(2, "l").currentline
-end
-
-local function assert_has(s, piece)
-  assert.truthy(tostring(s):find(piece, 1, true),
-    ("no %q in:\n%s"):format(piece, tostring(s)))
-end
-
--- The error that f raises.
-local function error_of(f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
 end
 
 describe("identity within one message", function()

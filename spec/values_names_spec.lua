@@ -8,21 +8,8 @@
 
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local support = dofile(here .. "support.lua")
-
-local function pack(...)
-  return { n = select("#", ...), ... }
-end
-
-local function assert_has(s, piece)
-  assert.truthy(tostring(s):find(piece, 1, true),
-    ("no %q in:\n%s"):format(piece, tostring(s)))
-end
-
-local function refusal(...)
-  local ok, err = pcall(runtime.spawn, ...)
-  assert.is_false(ok, "runtime.spawn accepted the value")
-  return tostring(err)
-end
+local pack, assert_has = support.pack, support.assert_has
+local refusal = support.refusal
 
 -- Runs a script with a fresh nshost and 2 threads.
 local function run(text)

@@ -5,20 +5,10 @@
 
 local ffi = require("ffi")
 
-local function pack(...)
-  return { n = select("#", ...), ... }
-end
-
-local function assert_has(s, piece)
-  assert.truthy(tostring(s):find(piece, 1, true),
-    ("no %q in:\n%s"):format(piece, tostring(s)))
-end
-
-local function refusal(...)
-  local ok, err = pcall(runtime.spawn, ...)
-  assert.is_false(ok, "runtime.spawn accepted the value")
-  return tostring(err)
-end
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local support = dofile(here .. "support.lua")
+local pack, assert_has = support.pack, support.assert_has
+local refusal = support.refusal
 
 local Bits = ffi.typeof("union { double d; uint32_t w[2]; }")
 
@@ -40,18 +30,9 @@ local function bits_of(x)
   return ("%08x:%08x"):format(tonumber(u.w[n]), tonumber(u.w[1 - n]))
 end
 
--- Park-Miller: the same sequence on every run.
-local function generator(seed)
-  local state = seed
-  return function(n)
-    state = state * 16807 % 2147483647
-    return state % n
-  end
-end
-
 describe("doubles", function()
   it("cross bit-exact: 3000 random bit patterns and the edges", function()
-    local rand = generator(31337)
+    local rand = support.generator(31337)
     local xs, want = {}, {}
     local edges = {
       { 0, 0 }, { 0x80000000, 0 }, { 0, 1 }, { 0x80000000, 1 },

@@ -5,21 +5,10 @@
 -- values_spec.lua already covers the argument number, an upvalue's name,
 -- a key path, and 100 refusals followed by jobs.
 
-local function pack(...)
-  return { n = select("#", ...), ... }
-end
-
-local function assert_has(s, piece)
-  assert.truthy(tostring(s):find(piece, 1, true),
-    ("no %q in:\n%s"):format(piece, tostring(s)))
-end
-
-local function refusal(...)
-  local ok, err = pcall(runtime.spawn, ...)
-  assert.is_false(ok, "runtime.spawn accepted the value")
-  assert.are.equal("string", type(err))
-  return err
-end
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local support = dofile(here .. "support.lua")
+local pack, assert_has = support.pack, support.assert_has
+local refusal = support.refusal
 
 local THREAD = "cannot send a thread"
 local USERDATA = "cannot send a userdata"

@@ -5,23 +5,7 @@
 
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local support = dofile(here .. "support.lua")
-
-local function pack(...)
-  return { n = select("#", ...), ... }
-end
-
--- Sends the values to a worker and returns what comes back.
-local function echo(...)
-  return runtime.spawn(function(...) return ... end, ...):await()
-end
-
--- The error that runtime.spawn raises for these arguments.
-local function refusal(...)
-  local ok, err = pcall(runtime.spawn, ...)
-  assert.is_false(ok, "runtime.spawn accepted the value")
-  assert.are.equal("string", type(err))
-  return err
-end
+local pack, echo, refusal = support.pack, support.echo, support.refusal
 
 -- Asserts that msg holds each piece, in this order.
 local function assert_mentions(msg, pieces)

@@ -11,14 +11,7 @@ set -euo pipefail
 # Packages checked by name; LuaJIT is handled apart, see above.
 required=(cmake pkg-config libuv1-dev lua-busted gcc make)
 
-installed() {
-  # A removed package can stay in dpkg's database as "deinstall ...
-  # config-files", so look at the status word, not only the exit code.
-  local status
-  status=$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null) \
-    || return 1
-  [ "$status" = installed ]
-}
+. "$(dirname "$0")/dpkg.sh"
 
 have_luajit() {
   installed libluajit-5.1-dev && return 0
@@ -38,17 +31,7 @@ if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 
-echo "deps: missing: ${missing[*]}"
-if [ "$(id -u)" -ne 0 ]; then
-  echo "deps: run this as root, or:" >&2
-  echo "sudo apt-get install -y ${missing[*]}" >&2
-  exit 1
-fi
-
-# CI has no terminal: keep debconf from asking questions.
-export DEBIAN_FRONTEND=noninteractive
-apt-get update
-apt-get install -y --no-install-recommends "${missing[@]}"
+install_missing deps "${missing[@]}"
 
 # Check again, so that a package that did not install fails here and not
 # later in a confusing build error.

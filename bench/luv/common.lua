@@ -23,31 +23,19 @@ end
 
 -- Starts the pool and has every pool thread make its Lua state before
 -- the clock starts: work that burns 2 ms, 2*T at a time, until T
--- distinct states have answered.
+-- distinct states have answered.  A work function takes no upvalues,
+-- so bench.spin goes along as bytecode, which each state loads.
 function M.warm_up()
   local seen, count = {}, 0
-  local w = uv.new_work(function(us)
-    local ffi = require("ffi")
-    local ts = BENCH_SPIN_TS
-    if ts == nil then
-      pcall(ffi.cdef, "struct bench_timespec { long sec; long nsec; };")
-      pcall(ffi.cdef, "int clock_gettime(int clock, void *ts);")
-      ts = ffi.new("struct bench_timespec")
-      BENCH_SPIN_TS = ts
-    end
-    ffi.C.clock_gettime(1, ts)
-    local t0 = tonumber(ts.sec) * 1e6 + tonumber(ts.nsec) * 1e-3
-    local t = t0
-    while t - t0 < us do
-      ffi.C.clock_gettime(1, ts)
-      t = tonumber(ts.sec) * 1e6 + tonumber(ts.nsec) * 1e-3
-    end
+  local spin = string.dump(M.spin)
+  local w = uv.new_work(function(code, us)
+    loadstring(code)(us)
     return tostring(_G)
   end, function(id)
     if not seen[id] then seen[id], count = true, count + 1 end
   end)
   for _ = 1, 20 do
-    for _ = 1, 2 * M.threads do w:queue(2000) end
+    for _ = 1, 2 * M.threads do w:queue(spin, 2000) end
     uv.run()
     if count >= M.threads then break end
   end

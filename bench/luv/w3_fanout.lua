@@ -36,14 +36,8 @@ end, function(r)
 end)
 
 bench.warm_up()
-
-fib(FIB_N)
-t0 = bench.now()
-for _ = 1, n do
-  local r = fib(FIB_N)
-  if r ~= FIB_R and not bad then bad = "serial fib gave " .. r end
-end
-serial = bench.now() - t0
+-- The serial baseline, in the main script's own state.
+serial, bad = bench.serial(n, fib, FIB_N, FIB_R)
 
 t0 = bench.now()
 for _ = 1, n do work:queue(FIB_N) end
