@@ -146,7 +146,10 @@ NSHOST_EXTERN long nshost_runtime_unhandled_errors(const nshost_runtime_t *rt);
 NSHOST_EXTERN int nshost_runtime_shutdown(nshost_runtime_t *rt,
                                           int timeout_ms);
 
-/* Shuts down (with the configured timeout) if needed, then frees. */
+/* Shuts down (with the configured timeout) if needed, then frees.  If a
+ * worker is stuck in a job (NSHOST_ETIMEDOUT), the runtime's memory is
+ * left in place for it, and so are clients and scripts still waiting
+ * on it when they are freed. */
 NSHOST_EXTERN void nshost_runtime_free(nshost_runtime_t *rt);
 
 /* ---- Scripts ---------------------------------------------------------- */
@@ -210,7 +213,8 @@ enum {
 };
 
 /* 0 if the job returned; NSHOST_ELUA if it raised (nshost_result_error
- * has the message and traceback); NSHOST_ESHUTDOWN if it was cancelled. */
+ * has the message and traceback); NSHOST_ESHUTDOWN if it was cancelled;
+ * NSHOST_EMALFORMED if its results could not be read (no memory). */
 NSHOST_EXTERN int nshost_result_status(const nshost_result_t *r);
 NSHOST_EXTERN const char *nshost_result_error(const nshost_result_t *r);
 NSHOST_EXTERN int nshost_result_worker(const nshost_result_t *r);
@@ -244,7 +248,8 @@ NSHOST_EXTERN int nshost_client_new(nshost_runtime_t *rt,
 
 /* Runs the callbacks of outcomes that have arrived; with timeout_ms > 0
  * first waits up to that long for one.  Returns how many ran, or
- * NSHOST_EINVAL for a client with a loop or from another thread. */
+ * NSHOST_EINVAL for a client with a loop, NSHOST_EWRONGTHREAD from
+ * another thread. */
 NSHOST_EXTERN int nshost_client_poll(nshost_client_t *c, int timeout_ms);
 
 /* Jobs submitted and not yet called back. */

@@ -12,7 +12,6 @@
 
 #include "nsh.h"
 
-#define MAX_RESULTS 256
 #define MAX_NESTING 64
 
 struct nshost_args_s {
@@ -25,8 +24,8 @@ struct nshost_args_s {
 struct nshost_result_s {
   struct nsh_msg *m;
   char *error;                 /* NUL-terminated copy, when it failed */
-  int n;
-  const char *at[MAX_RESULTS];
+  int n;                       /* values, or -1: the message is bad */
+  const char **at;
 };
 
 struct nshost_client_s {
@@ -140,8 +139,10 @@ const char *nsh_job_error_text(struct nsh_msg *m, size_t *len,
 
 
 int nshost_result_status(const nshost_result_t *r) {
+  if (r == NULL)
+    return NSHOST_EINVAL;
   switch (r->m->status) {
-  case NSH_JOB_OK: return 0;
+  case NSH_JOB_OK: return r->n >= 0 ? 0 : NSHOST_EMALFORMED;
   case NSH_JOB_FAILED: return NSHOST_ELUA;
   default: return NSHOST_ESHUTDOWN;
   }
@@ -149,22 +150,23 @@ int nshost_result_status(const nshost_result_t *r) {
 
 
 const char *nshost_result_error(const nshost_result_t *r) {
-  return r->error;
+  return r != NULL ? r->error : NULL;
 }
 
 
 int nshost_result_worker(const nshost_result_t *r) {
-  return r->m->worker;
+  return r != NULL ? r->m->worker : NSHOST_EINVAL;
 }
 
 
 int nshost_result_count(const nshost_result_t *r) {
-  return r->n;
+  return r != NULL && r->n > 0 ? r->n : 0;
 }
 
 
 int nshost_result_type(const nshost_result_t *r, int i) {
-  return i >= 0 && i < r->n ? nsh_wire_type(r->at[i]) : NSHOST_TNIL;
+  return r != NULL && i >= 0 && i < r->n ? nsh_wire_type(r->at[i])
+                                         : NSHOST_TNIL;
 }
 
 
@@ -186,14 +188,17 @@ double nshost_result_number(const nshost_result_t *r, int i) {
 
 const char *nshost_result_string(const nshost_result_t *r, int i,
                                  size_t *len) {
+  size_t n;
+
   if (nshost_result_type(r, i) != NSHOST_TSTRING)
     return NULL;
-  return nsh_wire_string(r->at[i], r->m->data + r->m->len, len);
+  return nsh_wire_string(r->at[i], r->m->data + r->m->len,
+                         len != NULL ? len : &n);
 }
 
 
 int nshost_result_push(const nshost_result_t *r, lua_State *L) {
-  struct nsh_ctx *c;
+  struct nsh_ctx *c, plain;
   int n;
 
   if (r == NULL || L == NULL)
@@ -204,7 +209,7 @@ int nshost_result_push(const nshost_result_t *r, lua_State *L) {
   if (c == NULL) {
     /* A state of the embedder's own: it lacks the standard names and
      * the 64-bit integer maker, which only matters if those came. */
-    static struct nsh_ctx plain;
+    memset(&plain, 0, sizeof(plain));
     plain.new_int64_ref = LUA_NOREF;
     plain.children_ref = LUA_NOREF;
     plain.put_numbers_ref = LUA_NOREF;
@@ -235,9 +240,7 @@ void nsh_client_deliver(struct nsh_ctx *c, struct nsh_msg *m) {
   j->result = m;
   c->inflight--;
   if (m->status == NSH_JOB_OK) {
-    r.n = nsh_wire_index(m->data, m->len, r.at, MAX_RESULTS);
-    if (r.n < 0)
-      r.n = 0;
+    r.n = nsh_wire_index(m->data, m->len, &r.at);
   } else if (m->status == NSH_JOB_FAILED) {
     text = nsh_job_error_text(m, &len, &rest, &restlen);
     r.error = malloc(len + 1);
@@ -254,6 +257,7 @@ void nsh_client_deliver(struct nsh_ctx *c, struct nsh_msg *m) {
   }
   cl->delivered++;
   free(r.error);
+  free(r.at);
   nsh_job_release(j);
   nsh_runtime_job_ended(c->rt);
 }
@@ -429,6 +433,8 @@ void nshost_client_free(nshost_client_t *cl) {
   /* Outcomes still on their way would land in freed memory. */
   while (cl->c.inflight > 0 && !nsh_runtime_stopping(cl->c.rt))
     uv_run(cl->loop != NULL ? cl->loop : &cl->c.loop, UV_RUN_ONCE);
+  if (cl->c.inflight > 0 && nsh_runtime_stuck(cl->c.rt) > 0)
+    return;   /* a stuck worker may still answer: keep the inbox */
   for (m = nsh_inbox_close(&cl->c.inbox); m != NULL; m = next) {
     next = m->next;
     nsh_client_deliver(&cl->c, m);

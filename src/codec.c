@@ -1494,19 +1494,24 @@ static int skip(struct dec *d) {
 }
 
 
-/* Finds where each top-level value of a message starts: fills at[0..]
- * with up to max offsets and returns the count, or -1 if malformed. */
-int nsh_wire_index(const char *data, size_t len, const char **at, int max) {
+/* Finds where each top-level value of a message starts: *at gets a
+ * new array of them (the caller frees it).  Returns the count, or -1 if
+ * the message is malformed or there is no memory. */
+int nsh_wire_index(const char *data, size_t len, const char ***at) {
   struct dec d;
   uint64_t n, i;
 
+  *at = NULL;
   memset(&d, 0, sizeof(d));
   d.p = (const unsigned char *)data;
   d.end = d.p + len;
-  if (get_varint(&d, &n) != 0 || n > (uint64_t)max)
+  if (get_varint(&d, &n) != 0 || n > len)
+    return -1;
+  *at = malloc((n > 0 ? n : 1) * sizeof(**at));
+  if (*at == NULL)
     return -1;
   for (i = 0; i < n; i++) {
-    at[i] = (const char *)d.p;
+    (*at)[i] = (const char *)d.p;
     if (skip(&d) != 0)
       return -1;
   }

@@ -219,6 +219,9 @@ int nsh_runtime_paths_version(nshost_runtime_t *rt);
  * returns their version. */
 int nsh_runtime_get_paths(nshost_runtime_t *rt, char **path, char **cpath);
 int nsh_runtime_stopping(nshost_runtime_t *rt);
+/* Workers a timed-out shutdown left running: they may still answer
+ * jobs, so what their answers go to must not be freed. */
+int nsh_runtime_stuck(nshost_runtime_t *rt);
 const nshost_config_t *nsh_runtime_config(nshost_runtime_t *rt);
 void nsh_log(nshost_runtime_t *rt, int level, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -250,7 +253,7 @@ void nsh_codec_open(lua_State *L);
 int nsh_wire_put(struct nsh_buf *b, int kind, const void *p, size_t n);
 int nsh_wire_type(const char *p);
 int nsh_wire_true(const char *p);
-int nsh_wire_index(const char *data, size_t len, const char **at, int max);
+int nsh_wire_index(const char *data, size_t len, const char ***at);
 const char *nsh_wire_string(const char *p, const char *end, size_t *len);
 
 /* Hands a C job's outcome to its callback (client.c). */

@@ -30,6 +30,7 @@ struct nshost_runtime_s {
   uv_cond_t exit_cond;
   int nexited;
   int shut;                            /* shutdown has completed */
+  atomic_int stuck;                    /* workers left running in a job */
   uv_mutex_t paths_lock;               /* guards the two paths */
   char *path, *cpath;                  /* the scripts' package paths */
   atomic_int paths_version;
@@ -88,6 +89,8 @@ void nsh_log(nshost_runtime_t *rt, int level, const char *fmt, ...) {
 /* ---- Creation ---------------------------------------------------------- */
 
 void nshost_config_init(nshost_config_t *cfg) {
+  if (cfg == NULL)
+    return;
   memset(cfg, 0, sizeof(*cfg));
   cfg->threads = 0;
   cfg->name = "nshost";
@@ -375,6 +378,11 @@ void nsh_runtime_unhandled(nshost_runtime_t *rt) {
 }
 
 
+int nsh_runtime_stuck(nshost_runtime_t *rt) {
+  return atomic_load(&rt->stuck);
+}
+
+
 int nsh_runtime_stopping(nshost_runtime_t *rt) {
   return atomic_load_explicit(&rt->stopping, memory_order_relaxed);
 }
@@ -470,7 +478,7 @@ int nshost_runtime_shutdown(nshost_runtime_t *rt, int timeout_ms) {
   w = atomic_load(&rt->workers);
   uv_mutex_unlock(&rt->start_lock);
   if (w == NULL || rt->shut)
-    return 0;
+    return atomic_load(&rt->stuck) > 0 ? NSHOST_ETIMEDOUT : 0;
   if (timeout_ms < 0)
     timeout_ms = 0;
 
@@ -508,6 +516,7 @@ int nshost_runtime_shutdown(nshost_runtime_t *rt, int timeout_ms) {
     nsh_inbox_destroy(&w[i].inbox);
   }
   rt->shut = 1;
+  atomic_store(&rt->stuck, stuck);
   if (stuck > 0) {
     /* The stuck threads still use their contexts: keep the memory. */
     return NSHOST_ETIMEDOUT;

@@ -151,6 +151,8 @@ void nshost_script_free(nshost_script_t *s) {
    * unless the runtime has stopped (then they are all in). */
   while (c->inflight > 0 && !nsh_runtime_stopping(c->rt))
     nsh_ctx_turn(c);
+  if (c->inflight > 0 && nsh_runtime_stuck(c->rt) > 0)
+    return;   /* a stuck worker may still answer: keep the inbox */
   nsh_runtime_clear_home(c->rt, c);
   for (m = nsh_inbox_close(&c->inbox); m != NULL; m = next) {
     next = m->next;
