@@ -97,7 +97,9 @@ static int run(nshost_script_t *s, int nargs) {
    * ended; an error ends the run at once. */
   for (;;) {
     nsh_ctx_run_ready(c);
-    if (c->main_done && (t->status != 0 || nsh_runtime_jobs(c->rt) == 0))
+    /* The runner returns false when the script raised. */
+    if (c->main_done && (t->status != 0 || !lua_toboolean(t->co, 1) ||
+                         nsh_runtime_jobs(c->rt) == 0))
       break;
     if (atomic_load(&c->interrupted) != 0 && !c->main_done)
       return abandon(c, t);

@@ -1,0 +1,214 @@
+-- Lifecycle at the edges, through the nshost program: runaway jobs at
+-- shutdown, signals, errors nobody awaits, memory limits, child
+-- processes.  Times are checked as ratios to the configured timeout,
+-- with wide margins: these machines are shared and noisy.
+
+local support = dofile((debug.getinfo(1, "S").source:gsub("^@", "")
+  :gsub("[^/]*$", "")) .. "support.lua")
+local assert_has = support.assert_has
+
+-- Runs text as a script with nshost options; returns support.run's table.
+local function run(text, options, opts)
+  local path = support.script(text)
+  local r = support.run((options or "") .. " " .. support.quote(path), opts)
+  os.remove(path)
+  return r
+end
+
+-- Starts text as a script in the background, sends sig after delay
+-- seconds (and again after delay2 if given), and returns the run.
+local function signalled(text, sig, delay, delay2, options)
+  local path = support.script(text)
+  local out, err, st = support.tmpname(), support.tmpname(),
+    support.tmpname()
+  local second = delay2 and ("sleep " .. delay2 .. "; kill -" .. sig
+    .. " $p 2>/dev/null; ") or ""
+  local cmd = table.concat({
+    "(", support.quote(support.nshost), options or "",
+    support.quote(path), ">" .. support.quote(out),
+    "2>" .. support.quote(err), "</dev/null & p=$!;",
+    "sleep", delay, "; kill -" .. sig, "$p;", second,
+    "wait $p; echo $? >" .. support.quote(st), ")",
+  }, " ")
+  local t0 = support.now()
+  os.execute(cmd)
+  local r = {
+    secs = support.now() - t0, status = tonumber(support.read(st)),
+    out = support.read(out) or "", err = support.read(err) or "",
+  }
+  for _, f in ipairs({ path, out, err, st }) do os.remove(f) end
+  return r
+end
+
+describe("lifecycle", function()
+  describe("runaway jobs at shutdown", function()
+    it("an interpreted loop is interrupted within the timeout", function()
+      local r = run([[
+local h = runtime.spawn(function()
+  jit.off()
+  local x = 0
+  while true do x = x + 1 end
+end)
+runtime.sleep(200)
+os.exit(3)
+]], "--threads 2 --shutdown-timeout 500")
+      assert.are.equal(3, r.status, support.describe(r))
+      assert.are.equal("", r.err)
+      assert.is_true(r.secs < 5, ("took %.2f s"):format(r.secs))
+    end)
+
+    it("a compiled loop is reported stuck and the exit is prompt",
+       function()
+      local r = run([[
+runtime.spawn(function()
+  local x = 0
+  while true do x = x + 1 end
+end)
+runtime.sleep(300)
+error("main fails")
+]], "--threads 2 --shutdown-timeout 400")
+      assert.are.equal(1, r.status, support.describe(r))
+      assert_has(r.err, "main fails")
+      assert_has(r.err, "is still running")
+      assert_has(r.err, ".lua:1")
+      -- One timeout and a grace, not one per worker: well under 10x.
+      assert.is_true(r.secs < 4, ("took %.2f s"):format(r.secs))
+    end)
+  end)
+
+  describe("signals", function()
+    local waiting = [[
+print("started")
+io.stdout:flush()
+runtime.spawn(function() runtime.sleep(60000) end):await()
+]]
+
+    it("SIGINT interrupts the script and exits 130", function()
+      local r = signalled(waiting, "INT", 1, nil, "--shutdown-timeout 300")
+      assert.are.equal(130, r.status, support.describe(r))
+      assert.are.equal("started\n", r.out)
+      assert_has(r.err, "interrupted by signal 2")
+      assert.is_true(r.secs < 6, ("took %.2f s"):format(r.secs))
+    end)
+
+    it("SIGTERM exits 143", function()
+      local r = signalled(waiting, "TERM", 1, nil, "--shutdown-timeout 300")
+      assert.are.equal(143, r.status, support.describe(r))
+      assert_has(r.err, "interrupted by signal 15")
+    end)
+
+    it("a busy main script is interrupted too", function()
+      local r = signalled([[
+print("started")
+io.stdout:flush()
+jit.off()
+local x = 0
+while true do x = x + 1 end
+]], "INT", 1, nil, "--shutdown-timeout 300")
+      assert.are.equal(130, r.status, support.describe(r))
+      assert_has(r.err, "interrupted by signal 2")
+    end)
+
+    it("a second signal ends the process at once", function()
+      -- Jobs that ignore the first one's shutdown for 30 s.
+      local r = signalled([[
+for i = 1, 2 do
+  runtime.spawn(function()
+    local x = 0
+    while true do x = x + 1 end
+  end)
+end
+print("started")
+io.stdout:flush()
+runtime.sleep(60000)
+]], "INT", 1, 0.5, "--threads 2 --shutdown-timeout 30000")
+      assert.are.equal(130, r.status, support.describe(r))
+      assert.is_true(r.secs < 10, ("took %.2f s"):format(r.secs))
+    end)
+  end)
+
+  describe("errors nobody awaits", function()
+    it("make the exit status 1, and --allow-unhandled keeps 0",
+       function()
+      local text = [[
+runtime.spawn(function() error("lost one") end)
+runtime.sleep(100)
+]]
+      local r = run(text, "--threads 2")
+      assert.are.equal(1, r.status, support.describe(r))
+      assert_has(r.err, "failed and nobody awaited it")
+      assert_has(r.err, "lost one")
+      assert_has(r.err, "stack traceback (worker ")
+      r = run(text, "--threads 2 --allow-unhandled")
+      assert.are.equal(0, r.status, support.describe(r))
+      assert_has(r.err, "lost one")
+    end)
+
+    it("are reported at os.exit too", function()
+      local r = run([[
+runtime.spawn(function() error("lost before exit") end)
+runtime.sleep(100)
+os.exit(0)
+]], "--threads 2")
+      assert_has(r.err, "lost before exit")
+    end)
+
+    it("fire-and-forget jobs do not grow memory", function()
+      local r = run([[
+local function burst()
+  for i = 1, 20000 do runtime.spawn(function(x) return x end, i) end
+  runtime.sleep(50)
+  while runtime.spawn(function() end):await() do end
+  collectgarbage()
+  collectgarbage()
+end
+burst()
+local first = collectgarbage("count")
+for _ = 1, 5 do burst() end
+print(collectgarbage("count") < first * 1.5 + 512)
+]], "--threads 2")
+      assert.are.equal(0, r.status, support.describe(r))
+      assert.are.equal("true\n", r.out)
+    end)
+  end)
+
+  describe("memory", function()
+    it("a job past --worker-memory fails; the worker goes on", function()
+      local r = run([[
+local ok, err = pcall(function()
+  return runtime.spawn(function()
+    local t = {}
+    for i = 1, 1e9 do t[i] = { i } end
+  end):await()
+end)
+print(ok, (tostring(err):match("not enough memory")))
+print(runtime.spawn(function(x) return x * 2 end, 21):await())
+]], "--threads 1 --worker-memory 64", { timeout = 60 })
+      assert.are.equal(0, r.status, support.describe(r))
+      assert.are.equal("false\tnot enough memory\n42\n", r.out)
+    end)
+  end)
+
+  describe("child processes", function()
+    it("report their real exit status inside jobs", function()
+      local r = run([[
+local here = os.execute("exit 3")
+local there = runtime.spawn(function()
+  local st = os.execute("exit 3")
+  local p = io.popen("echo hello; exit 0")
+  local line = p:read("*l")
+  p:close()
+  return st, line
+end):await()
+print(here == there, select(2, runtime.spawn(function()
+  local p = io.popen("echo hello")
+  local line = p:read("*l")
+  p:close()
+  return true, line
+end):await()))
+]], "--threads 2")
+      assert.are.equal(0, r.status, support.describe(r))
+      assert.are.equal("true\thello\n", r.out)
+    end)
+  end)
+end)
