@@ -4,6 +4,7 @@
  * The C functions here are the primitives; lua/runtime.lua builds the
  * API on them (await and sleep read better in Lua, since they yield).
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -466,6 +467,18 @@ void nsh_lruntime_open(struct nsh_ctx *c, lua_State *L) {
     { "in_task", lin_task }, { "is_job", lis_job },
     { NULL, NULL }
   };
+  /* What lua/runtime.lua gives the C side: the job runner, the codec's
+   * helpers. */
+  static const struct { const char *name; size_t ref; } helpers[] = {
+    { "run_job", offsetof(struct nsh_ctx, runner_ref) },
+    { "has_children", offsetof(struct nsh_ctx, children_ref) },
+    { "cdata_kind", offsetof(struct nsh_ctx, cdata_kind_ref) },
+    { "new_int64", offsetof(struct nsh_ctx, new_int64_ref) },
+    { "put_numbers", offsetof(struct nsh_ctx, put_numbers_ref) },
+    { "get_numbers", offsetof(struct nsh_ctx, get_numbers_ref) },
+    { "more_keys", offsetof(struct nsh_ctx, more_keys_ref) },
+    { NULL, 0 }
+  };
   int i;
 
   c->loop.data = c;
@@ -485,20 +498,10 @@ void nsh_lruntime_open(struct nsh_ctx *c, lua_State *L) {
   lua_pushvalue(L, -1);
   lua_insert(L, -3);                     /* core module core */
   lua_call(L, 1, 1);                     /* core runtime */
-  lua_getfield(L, -2, "run_job");
-  c->runner_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_getfield(L, -2, "has_children");
-  c->children_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_getfield(L, -2, "cdata_kind");
-  c->cdata_kind_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_getfield(L, -2, "new_int64");
-  c->new_int64_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_getfield(L, -2, "put_numbers");
-  c->put_numbers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_getfield(L, -2, "get_numbers");
-  c->get_numbers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_getfield(L, -2, "more_keys");
-  c->more_keys_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  for (i = 0; helpers[i].name != NULL; i++) {
+    lua_getfield(L, -2, helpers[i].name);
+    *(int *)((char *)c + helpers[i].ref) = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
   lua_getfield(L, -2, "call_named");
   lua_setfield(L, LUA_REGISTRYINDEX, "nshost.call");
   lua_getfield(L, -2, "eval_chunk");
