@@ -264,8 +264,8 @@ void nsh_client_deliver(struct nsh_ctx *c, struct nsh_msg *m) {
 
 /* ---- Clients ----------------------------------------------------------- */
 
-static void on_client_inbox(uv_async_t *a) {
-  struct nsh_ctx *c = a->data;
+static void on_client_inbox(struct nsh_inbox *ib) {
+  struct nsh_ctx *c = ib->data;
   struct nsh_msg *m, *next;
 
   for (m = nsh_inbox_take(&c->inbox); m != NULL; m = next) {
@@ -299,13 +299,12 @@ int nshost_client_new(nshost_runtime_t *rt, uv_loop_t *loop,
     return NSHOST_ENOMEM;
   }
   if (nsh_inbox_init(&cl->c.inbox, loop != NULL ? loop : &cl->c.loop,
-                     on_client_inbox) != 0) {
+                     on_client_inbox, &cl->c) != 0) {
     if (loop == NULL)
       uv_loop_close(&cl->c.loop);
     free(cl);
     return NSHOST_ENOMEM;
   }
-  cl->c.inbox.async.data = &cl->c;
   *out = cl;
   return 0;
 }
@@ -421,7 +420,10 @@ int nshost_eval(nshost_client_t *cl, int worker, const char *chunk,
 
 
 static void free_client(uv_handle_t *h) {
-  free(h->data);
+  struct nshost_client_s *cl = h->data;
+
+  nsh_inbox_destroy(&cl->c.inbox);
+  free(cl);
 }
 
 
@@ -439,15 +441,15 @@ void nshost_client_free(nshost_client_t *cl) {
     next = m->next;
     nsh_client_deliver(&cl->c, m);
   }
-  nsh_inbox_destroy(&cl->c.inbox);
   if (cl->loop != NULL) {
     /* The embedder's loop frees the client when it closes the handle. */
-    cl->c.inbox.async.data = cl;
-    uv_close((uv_handle_t *)&cl->c.inbox.async, free_client);
+    cl->c.inbox.poll.data = cl;
+    uv_close((uv_handle_t *)&cl->c.inbox.poll, free_client);
     return;
   }
-  uv_close((uv_handle_t *)&cl->c.inbox.async, NULL);
+  uv_close((uv_handle_t *)&cl->c.inbox.poll, NULL);
   uv_run(&cl->c.loop, UV_RUN_DEFAULT);
   uv_loop_close(&cl->c.loop);
+  nsh_inbox_destroy(&cl->c.inbox);
   free(cl);
 }

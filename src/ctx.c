@@ -22,8 +22,8 @@ void nsh_worker_start_job(struct nsh_ctx *c, struct nsh_msg *m);
 void nsh_worker_job_done(struct nsh_ctx *c, struct nsh_task *t, int status);
 
 
-static void on_inbox(uv_async_t *a) {
-  struct nsh_ctx *c = a->data;
+static void on_inbox(struct nsh_inbox *ib) {
+  struct nsh_ctx *c = ib->data;
   struct nsh_msg *m, *next;
 
   for (m = nsh_inbox_take(&c->inbox); m != NULL; m = next) {
@@ -55,11 +55,10 @@ int nsh_ctx_init(struct nsh_ctx *c, nshost_runtime_t *rt, int id) {
   c->more_keys_ref = LUA_NOREF;
   if (uv_loop_init(&c->loop) != 0)
     return -1;
-  if (nsh_inbox_init(&c->inbox, &c->loop, on_inbox) != 0) {
+  if (nsh_inbox_init(&c->inbox, &c->loop, on_inbox, c) != 0) {
     uv_loop_close(&c->loop);
     return -1;
   }
-  c->inbox.async.data = c;
   return 0;
 }
 
@@ -133,9 +132,9 @@ int nsh_ctx_open_lua(struct nsh_ctx *c) {
 
 
 static void close_cb(uv_handle_t *h) {
-  /* The inbox's async handle is part of the context; the rest (timers)
+  /* The inbox's poll handle is part of the context; the rest (timers)
    * were allocated one by one. */
-  if (h->type != UV_ASYNC)
+  if (h->type == UV_TIMER)
     free(h);
 }
 

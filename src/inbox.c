@@ -4,8 +4,16 @@
  * A mutex-guarded list with a batch take: producers hold the lock for a
  * pointer swap, and the consumer empties the list in one go, so the lock
  * is taken once per batch on the reading side.
+ *
+ * The consumer sleeps in its libuv loop on an eventfd.  libuv's own
+ * uv_async_t would do, but in libuv 1.44 (Debian 12) a woken loop spins
+ * while the sender finishes its write, which costs tens of microseconds
+ * per wake-up whenever both threads share a CPU.
  */
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "nsh.h"
 
@@ -26,21 +34,53 @@ struct nsh_msg *nsh_msg_new(int kind, size_t len) {
 }
 
 
-int nsh_inbox_init(struct nsh_inbox *ib, uv_loop_t *loop, uv_async_cb cb) {
+static void on_readable(uv_poll_t *p, int status, int events) {
+  struct nsh_inbox *ib = p->data;
+  uint64_t n;
+
+  (void)status;
+  (void)events;
+  /* Reset the counter first: a push after this read writes again. */
+  while (read(ib->fd, &n, sizeof(n)) < 0 && errno == EINTR)
+    ;
+  ib->cb(ib);
+}
+
+
+int nsh_inbox_init(struct nsh_inbox *ib, uv_loop_t *loop, nsh_inbox_cb cb,
+                   void *data) {
   int err;
 
   ib->head = NULL;
   ib->tail = NULL;
   ib->closed = 0;
+  ib->cb = cb;
+  ib->data = data;
+  ib->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (ib->fd < 0)
+    return -errno;
   err = uv_mutex_init(&ib->lock);
-  if (err != 0)
-    return err;
-  err = uv_async_init(loop, &ib->async, cb);
+  if (err == 0) {
+    err = uv_poll_init(loop, &ib->poll, ib->fd);
+    if (err != 0)
+      uv_mutex_destroy(&ib->lock);
+  }
   if (err != 0) {
-    uv_mutex_destroy(&ib->lock);
+    close(ib->fd);
     return err;
   }
+  ib->poll.data = ib;
+  uv_poll_start(&ib->poll, UV_READABLE, on_readable);
   return 0;
+}
+
+
+void nsh_inbox_signal(struct nsh_inbox *ib) {
+  uint64_t one = 1;
+
+  /* Async-signal-safe.  A full counter (EAGAIN) is already a wake-up. */
+  while (write(ib->fd, &one, sizeof(one)) < 0 && errno == EINTR)
+    ;
 }
 
 
@@ -61,10 +101,10 @@ int nsh_inbox_push(struct nsh_inbox *ib, struct nsh_msg *m) {
   ib->tail = m;
 
   /* A non-empty list means a wake-up is already on its way: the consumer
-   * empties the list only after it has been woken.  The send happens
-   * under the lock so that it cannot race with closing the handle. */
+   * empties the list only after it has been woken.  The write happens
+   * under the lock so that it cannot race with closing the inbox. */
   if (was_empty)
-    uv_async_send(&ib->async);
+    nsh_inbox_signal(ib);
   uv_mutex_unlock(&ib->lock);
   return 0;
 }
@@ -98,11 +138,15 @@ struct nsh_msg *nsh_inbox_close(struct nsh_inbox *ib) {
 void nsh_inbox_wake(struct nsh_inbox *ib) {
   uv_mutex_lock(&ib->lock);
   if (!ib->closed)
-    uv_async_send(&ib->async);
+    nsh_inbox_signal(ib);
   uv_mutex_unlock(&ib->lock);
 }
 
 
+/* After the poll handle has been closed. */
 void nsh_inbox_destroy(struct nsh_inbox *ib) {
   uv_mutex_destroy(&ib->lock);
+  if (ib->fd >= 0)
+    close(ib->fd);
+  ib->fd = -1;
 }

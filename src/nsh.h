@@ -43,16 +43,26 @@ struct nsh_msg {
 /* Multi-producer, single-consumer.  Producers append under the lock and
  * wake the consumer only when the list was empty, so a burst of pushes
  * costs one wake-up; the consumer takes the whole list at once. */
+struct nsh_inbox;
+typedef void (*nsh_inbox_cb)(struct nsh_inbox *ib);
+
 struct nsh_inbox {
   uv_mutex_t lock;
   struct nsh_msg *head;
   struct nsh_msg *tail;
   int closed;
-  uv_async_t async;
+  int fd;                   /* an eventfd: readable means "look" */
+  uv_poll_t poll;
+  nsh_inbox_cb cb;          /* runs on the loop when woken */
+  void *data;
 };
 
 struct nsh_msg *nsh_msg_new(int kind, size_t len);
-int nsh_inbox_init(struct nsh_inbox *ib, uv_loop_t *loop, uv_async_cb cb);
+int nsh_inbox_init(struct nsh_inbox *ib, uv_loop_t *loop, nsh_inbox_cb cb,
+                   void *data);
+/* Wakes the consumer; async-signal-safe.  Callers that may race with
+ * closing use nsh_inbox_wake instead. */
+void nsh_inbox_signal(struct nsh_inbox *ib);
 /* 0, or -1 if the inbox is closed (the message stays the caller's). */
 int nsh_inbox_push(struct nsh_inbox *ib, struct nsh_msg *m);
 /* Takes every queued message, oldest first; NULL when empty. */
@@ -60,6 +70,7 @@ struct nsh_msg *nsh_inbox_take(struct nsh_inbox *ib);
 /* Refuses later pushes and returns what was still queued. */
 struct nsh_msg *nsh_inbox_close(struct nsh_inbox *ib);
 void nsh_inbox_wake(struct nsh_inbox *ib);
+/* Frees the lock and the eventfd, once the poll handle is closed. */
 void nsh_inbox_destroy(struct nsh_inbox *ib);
 
 /* ---- Contexts: one loop, one Lua state, one thread ------------------- */

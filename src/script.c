@@ -66,7 +66,7 @@ void nshost_script_interrupt(nshost_script_t *s, int signum) {
     return;
   atomic_store(&s->c.interrupted, signum != 0 ? signum : -1);
   nsh_ctx_interrupt(&s->c);
-  uv_async_send(&s->c.inbox.async);
+  nsh_inbox_signal(&s->c.inbox);
 }
 
 
