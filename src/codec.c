@@ -242,7 +242,9 @@ static int encode_table(struct enc *e, int idx) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, e->c->put_numbers_ref);
     lua_pushvalue(L, idx);
     lua_pushinteger(L, (lua_Integer)n);
-    lua_pushlightuserdata(L, e->b->data + e->b->len);
+    /* An address as a number: LuaJIT compiles that cast, not one from a
+     * light userdata. */
+    lua_pushnumber(L, (lua_Number)(uintptr_t)(e->b->data + e->b->len));
     if (lua_pcall(L, 3, 1, 0) == 0)
       i += (size_t)lua_tointeger(L, -1);
     lua_pop(L, 1);
@@ -622,6 +624,48 @@ static void push_registry_table(lua_State *L, void *key, const char *mode) {
 }
 
 
+/* The codec's tables, by number. */
+enum {
+  TB_SEEN, TB_OBJS, TB_STDNAME, TB_DUMPS, TB_REFS, TB_STDFN, TB_LOADS,
+  TB_POOL, TB_FNKEY, TB_USED, TB_N
+};
+
+static const struct { void *key; const char *mode; } tables[TB_N] = {
+  { &key_seen, NULL }, { &key_objs, NULL }, { &key_stdname, NULL },
+  { &key_dumps, "k" }, { &key_refs, NULL }, { &key_stdfn, NULL },
+  { &key_loads, NULL }, { &key_pool, NULL }, { &key_fnkey, "k" },
+  { &key_used, NULL }
+};
+
+/* Pushes table k.  A context with a state of its own keeps a registry
+ * reference to each, which is an array read instead of a hash lookup;
+ * the tables are never replaced, only cleared, so it stays valid. */
+static void push_tab(struct nsh_ctx *c, lua_State *L, int k) {
+  int own = c != NULL && c->L != NULL;
+
+  if (own && c->tabs[k] != 0) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->tabs[k]);
+    return;
+  }
+  push_registry_table(L, tables[k].key, tables[k].mode);
+  if (own) {
+    lua_pushvalue(L, -1);
+    c->tabs[k] = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+}
+
+
+static void clear_table(lua_State *L, int t) {
+  lua_pushnil(L);
+  while (lua_next(L, t) != 0) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_pushnil(L);
+    lua_rawset(L, t);
+  }
+}
+
+
 /* Forgets the ids of this message; the tables stay for the next. */
 static void forget(lua_State *L, int seen, int objs, int n, int nuv) {
   for (int i = -nuv; i <= n; i++) {
@@ -675,10 +719,10 @@ int nsh_codec_encode(struct nsh_ctx *c, lua_State *L, int first, int n,
   e.b->len = 0;
   e.what = what;
   base = lua_gettop(L);
-  push_registry_table(L, &key_seen, NULL);
-  push_registry_table(L, &key_objs, NULL);
-  push_registry_table(L, &key_stdname, NULL);
-  push_registry_table(L, &key_dumps, "k");
+  push_tab(c, L, TB_SEEN);
+  push_tab(c, L, TB_OBJS);
+  push_tab(c, L, TB_STDNAME);
+  push_tab(c, L, TB_DUMPS);
   e.base = base;
   e.seen = base + 1;
   e.objs = base + 2;
@@ -771,7 +815,7 @@ static int decode_table(struct dec *d) {
     uint64_t room = (uint64_t)(d->end - d->p) / 9;
     lua_rawgeti(L, LUA_REGISTRYINDEX, d->c->get_numbers_ref);
     lua_pushvalue(L, t);
-    lua_pushlightuserdata(L, (void *)d->p);
+    lua_pushnumber(L, (lua_Number)(uintptr_t)d->p);
     lua_pushinteger(L, (lua_Integer)(narr < room ? narr : room));
     if (lua_pcall(L, 3, 1, 0) == 0)
       i += (uint64_t)lua_tointeger(L, -1);
@@ -833,7 +877,7 @@ static int has_globals(lua_State *L) {
 static int hand_out(struct dec *d) {
   lua_State *L = d->L;
 
-  push_registry_table(L, &key_used, NULL);
+  push_tab(d->c, L, TB_USED);
   lua_pushvalue(L, -2);
   lua_rawget(L, -2);
   if (!lua_isnil(L, -1)) {
@@ -857,7 +901,7 @@ static void forget_used(struct dec *d) {
 
   if (d->nused == 0)
     return;
-  push_registry_table(L, &key_used, NULL);
+  push_tab(d->c, L, TB_USED);
   for (i = 1; i <= d->nused; i++) {
     lua_rawgeti(L, -1, i);
     lua_pushnil(L);
@@ -894,11 +938,7 @@ static int load_function(struct dec *d, const char *bc, size_t n,
   count = (int)lua_tointeger(L, -1) + 1;
   lua_pop(L, 1);
   if (count > MAX_LOADS) {
-    lua_newtable(L);
-    lua_pushlightuserdata(L, &key_loads);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, LUA_REGISTRYINDEX);
-    lua_replace(L, d->loads);
+    clear_table(L, d->loads);
     count = 1;
   }
   lua_pushinteger(L, count);
@@ -929,7 +969,7 @@ static int take_pooled(struct dec *d, const char *bc, size_t n) {
   lua_State *L = d->L;
   int k;
 
-  push_registry_table(L, &key_pool, NULL);
+  push_tab(d->c, L, TB_POOL);
   lua_pushlstring(L, bc, n);
   lua_rawget(L, -2);
   if (!lua_istable(L, -1)) {
@@ -960,7 +1000,7 @@ static void mark_poolable(struct dec *d, const char *bc, size_t n) {
   lua_pushvalue(L, f);
   lua_call(L, 1, 1);
   if (!lua_toboolean(L, -1)) {
-    push_registry_table(L, &key_fnkey, "k");
+    push_tab(d->c, L, TB_FNKEY);
     lua_pushvalue(L, f);
     lua_pushlstring(L, bc, n);
     lua_rawset(L, -3);
@@ -971,7 +1011,7 @@ static void mark_poolable(struct dec *d, const char *bc, size_t n) {
 }
 
 
-void nsh_codec_pool_put(lua_State *L, int idx) {
+void nsh_codec_pool_put(struct nsh_ctx *c, lua_State *L, int idx) {
   int keys;
 
   if (idx < 0)
@@ -981,14 +1021,14 @@ void nsh_codec_pool_put(lua_State *L, int idx) {
   lua_pop(L, 1);
   if (!keys)
     return;
-  push_registry_table(L, &key_fnkey, "k");
+  push_tab(c, L, TB_FNKEY);
   lua_pushvalue(L, idx);
   lua_rawget(L, -2);                     /* fnkey bc */
   if (!lua_isstring(L, -1)) {
     lua_pop(L, 2);
     return;
   }
-  push_registry_table(L, &key_pool, NULL);
+  push_tab(c, L, TB_POOL);
   lua_pushvalue(L, -2);
   lua_rawget(L, -2);                     /* fnkey bc pool list */
   if (!lua_istable(L, -1)) {
@@ -997,11 +1037,7 @@ void nsh_codec_pool_put(lua_State *L, int idx) {
     keys = (int)lua_tointeger(L, -1) + 1;
     lua_pop(L, 1);
     if (keys > POOL_KEYS) {
-      lua_newtable(L);
-      lua_pushlightuserdata(L, &key_pool);
-      lua_pushvalue(L, -2);
-      lua_rawset(L, LUA_REGISTRYINDEX);
-      lua_replace(L, -2);
+      clear_table(L, lua_gettop(L));
       keys = 1;
     }
     lua_pushinteger(L, keys);
@@ -1203,9 +1239,9 @@ int nsh_codec_decode(struct nsh_ctx *c, lua_State *L, const char *data,
   d.end = d.p + len;
   base = lua_gettop(L);
   luaL_checkstack(L, 8, "too many values received");
-  push_registry_table(L, &key_refs, NULL);
-  push_registry_table(L, &key_stdfn, NULL);
-  push_registry_table(L, &key_loads, NULL);
+  push_tab(c, L, TB_REFS);
+  push_tab(c, L, TB_STDFN);
+  push_tab(c, L, TB_LOADS);
   d.refs = base + 1;
   d.stdfn = base + 2;
   d.loads = base + 3;

@@ -152,6 +152,7 @@ struct nsh_ctx {
   _Atomic(struct nsh_job *) running;    /* workers: job running now */
   atomic_long load;         /* workers, p2c: jobs queued or running */
   int wait_depth;           /* waits in place on the C stack now */
+  int tabs[10];             /* registry refs of the codec's tables */
   size_t mem_used;          /* bytes in L, when there is a limit */
   size_t mem_limit;
   uv_thread_t thread;
@@ -255,7 +256,7 @@ int nsh_codec_decode(struct nsh_ctx *c, lua_State *L, const char *data,
                      size_t len);
 /* Gives the job function at idx back to the pool of its bytecode,
  * if it was marked poolable when decoded. */
-void nsh_codec_pool_put(lua_State *L, int idx);
+void nsh_codec_pool_put(struct nsh_ctx *c, lua_State *L, int idx);
 /* Builds the per-state tables the codec needs (standard functions). */
 void nsh_codec_open(lua_State *L);
 
