@@ -173,7 +173,8 @@ NSHOST_EXTERN int nshost_script_run(nshost_script_t *s, int nargs);
 /* Stops the script as a signal would: the running or waiting main
  * task ends with the error "interrupted by signal N", and
  * nshost_script_run returns.  Async-signal-safe, and safe from any
- * thread.  A loop compiled by the JIT is not interrupted. */
+ * thread.  A loop compiled by the JIT is not interrupted.  The state
+ * stays interrupted: later runs end the same way at once. */
 NSHOST_EXTERN void nshost_script_interrupt(nshost_script_t *s, int signum);
 
 /* The signal passed to nshost_script_interrupt, or 0. */
