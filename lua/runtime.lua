@@ -111,17 +111,23 @@ do
   local recs, T_NUM, rawget = ffi.typeof("nshost_numrec_ *"), 3, rawget
 
   -- Writes t[1..n] at p up to the first value that is not a number;
-  -- returns how many it wrote.
+  -- returns how many it wrote and, when that is all n, whether t has
+  -- keys other than 1..n.
   function core.put_numbers(t, n, p)
     local r, i = ffi.cast(recs, p), 0
     while i < n do
       local v = rawget(t, i + 1)
-      if type(v) ~= "number" then break end
+      if type(v) ~= "number" then return i, true end
       r[i].tag = T_NUM
       r[i].v = v
       i = i + 1
     end
-    return i
+    for k in next, t do
+      if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then
+        return i, true
+      end
+    end
+    return i, false
   end
 
   -- Reads up to n number records at p into t[1..]; returns how many.
@@ -134,15 +140,6 @@ do
     return i
   end
 
-  -- Does t have keys other than 1..n?
-  function core.more_keys(t, n)
-    for k in next, t do
-      if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then
-        return true
-      end
-    end
-    return false
-  end
 end
 
 -- Jobs submitted from C (nshost_call, nshost_eval) run these.

@@ -214,7 +214,6 @@ int nshost_result_push(const nshost_result_t *r, lua_State *L) {
     plain.children_ref = LUA_NOREF;
     plain.put_numbers_ref = LUA_NOREF;
     plain.get_numbers_ref = LUA_NOREF;
-    plain.more_keys_ref = LUA_NOREF;
     c = &plain;
   }
   n = nsh_codec_decode(c, L, r->m->data, r->m->len);
@@ -291,7 +290,6 @@ int nshost_client_new(nshost_runtime_t *rt, uv_loop_t *loop,
   cl->c.children_ref = LUA_NOREF;
   cl->c.put_numbers_ref = LUA_NOREF;
   cl->c.get_numbers_ref = LUA_NOREF;
-  cl->c.more_keys_ref = LUA_NOREF;
   cl->loop = loop;
   cl->owner = uv_thread_self();
   if (loop == NULL && uv_loop_init(&cl->c.loop) != 0) {

@@ -228,7 +228,7 @@ static int in_run(lua_State *L, int kidx, size_t n) {
 static int encode_table(struct enc *e, int idx) {
   lua_State *L = e->L;
   size_t n, i;
-  int r;
+  int r, more;
 
   r = remember(e, idx);
   if (r != 0)
@@ -237,6 +237,7 @@ static int encode_table(struct enc *e, int idx) {
   if (put_byte(e, T_TABLE) != 0 || put_varint(e, (uint64_t)n) != 0)
     return -1;
   i = 1;
+  more = 1;
   if (n >= LUA_LOOP_MIN && e->c->put_numbers_ref != LUA_NOREF &&
       n < (1u << 26) && nsh_buf_reserve(e->b, n * 9) == 0) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, e->c->put_numbers_ref);
@@ -245,9 +246,11 @@ static int encode_table(struct enc *e, int idx) {
     /* An address as a number: LuaJIT compiles that cast, not one from a
      * light userdata. */
     lua_pushnumber(L, (lua_Number)(uintptr_t)(e->b->data + e->b->len));
-    if (lua_pcall(L, 3, 1, 0) == 0)
-      i += (size_t)lua_tointeger(L, -1);
-    lua_pop(L, 1);
+    if (lua_pcall(L, 3, 2, 0) == 0) {
+      i += (size_t)lua_tointeger(L, -2);
+      more = lua_toboolean(L, -1);
+    }
+    lua_pop(L, 2);
     e->b->len += (i - 1) * 9;
   }
   for (; i <= n; i++) {
@@ -268,16 +271,9 @@ static int encode_table(struct enc *e, int idx) {
       return step(e, "key %d", (int)i);
   }
 
-  if (n >= LUA_LOOP_MIN && e->c->more_keys_ref != LUA_NOREF) {
-    /* Most long arrays have nothing else: say so without a C loop. */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, e->c->more_keys_ref);
-    lua_pushvalue(L, idx);
-    lua_pushinteger(L, (lua_Integer)n);
-    r = lua_pcall(L, 2, 1, 0) == 0 && !lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    if (r)
-      goto metatable;
-  }
+  /* Most long arrays have nothing else: then skip the C walk. */
+  if (!more)
+    goto metatable;
   lua_pushnil(L);
   while (lua_next(L, idx) != 0) {
     if (in_run(L, -2, n)) {

@@ -52,7 +52,6 @@ int nsh_ctx_init(struct nsh_ctx *c, nshost_runtime_t *rt, int id) {
   c->children_ref = LUA_NOREF;
   c->put_numbers_ref = LUA_NOREF;
   c->get_numbers_ref = LUA_NOREF;
-  c->more_keys_ref = LUA_NOREF;
   if (uv_loop_init(&c->loop) != 0)
     return -1;
   if (nsh_inbox_init(&c->inbox, &c->loop, on_inbox, c) != 0) {

@@ -476,7 +476,6 @@ void nsh_lruntime_open(struct nsh_ctx *c, lua_State *L) {
     { "new_int64", offsetof(struct nsh_ctx, new_int64_ref) },
     { "put_numbers", offsetof(struct nsh_ctx, put_numbers_ref) },
     { "get_numbers", offsetof(struct nsh_ctx, get_numbers_ref) },
-    { "more_keys", offsetof(struct nsh_ctx, more_keys_ref) },
     { NULL, 0 }
   };
   int i;

@@ -139,7 +139,6 @@ struct nsh_ctx {
   int new_int64_ref;        /* registry: a new 64-bit integer cdata */
   int put_numbers_ref;      /* registry: the codec's loops in Lua */
   int get_numbers_ref;
-  int more_keys_ref;
   int decoded_poolable;     /* the last decode's job fn can be pooled */
   int paths_ref;            /* scripts: package.path last published */
   int main_done;            /* scripts: the main task has ended */
