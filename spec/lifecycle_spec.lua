@@ -183,7 +183,13 @@ local ok, err = pcall(function()
 end)
 print(ok, (tostring(err):match("not enough memory")))
 print(runtime.spawn(function(x) return x * 2 end, 21):await())
-]], "--threads 1 --worker-memory 64", { timeout = 60 })
+]], "--threads 1 --worker-memory 64", {
+        timeout = 60,
+        -- Under AddressSanitizer (make test's second pass), LuaJIT has
+        -- been seen to lose one block when an allocation fails part way;
+        -- the leak check is not this test's subject.
+        env = { ASAN_OPTIONS = "detect_leaks=0" },
+      })
       assert.are.equal(0, r.status, support.describe(r))
       assert.are.equal("false\tnot enough memory\n42\n", r.out)
     end)
