@@ -60,7 +60,6 @@ struct enc {
   char inner[PATH_INNER][72];       /* the steps nearest the value */
   char outer[PATH_OUTER][72];       /* a ring: the latest are outermost */
   int ninner, nouter;
-  int base;                         /* the tables sit at base+1..base+4 */
 };
 
 struct dec {
@@ -494,20 +493,18 @@ static int encode_cdata(struct enc *e, int idx) {
 }
 
 
-/* A new thread, left on L's stack, whose slots base+1..base+n hold the
- * same tables as L's, so that the codec's stack indices hold on it.
- * NULL if it cannot have them. */
-static lua_State *fresh_thread(lua_State *L, int base, int n) {
+/* A new thread, left on L's stack, with copies of the n tables at
+ * L's first..first+n-1 in its slots 1..n.  NULL if it has no room. */
+static lua_State *fresh_thread(lua_State *L, int first, int n) {
   lua_State *T = lua_newthread(L);
   int i;
 
-  if (!lua_checkstack(T, base + n + 16)) {
+  if (!lua_checkstack(T, n + 16)) {
     lua_pop(L, 1);
     return NULL;
   }
-  lua_settop(T, base);
-  for (i = 1; i <= n; i++)
-    lua_pushvalue(L, base + i);
+  for (i = 0; i < n; i++)
+    lua_pushvalue(L, first + i);
   lua_xmove(L, T, n);
   return T;
 }
@@ -517,16 +514,19 @@ static lua_State *fresh_thread(lua_State *L, int base, int n) {
  * deeper than that goes on being encoded on a new thread. */
 static int encode_fresh(struct enc *e, int idx) {
   lua_State *L = e->L, *T;
-  int r;
+  int r, seen = e->seen;
 
-  T = fresh_thread(L, e->base, 4);
+  T = fresh_thread(L, seen, 4);
   if (T == NULL)
     return fail(e, "a value nested too deeply for the Lua stack");
   lua_pushvalue(L, idx);
   lua_xmove(L, T, 1);
   e->L = T;
+  e->seen = 1, e->objs = 2, e->stdname = 3, e->dumps = 4;
   r = encode(e, lua_gettop(T));
   e->L = L;
+  e->seen = seen, e->objs = seen + 1, e->stdname = seen + 2;
+  e->dumps = seen + 3;
   lua_pop(L, 1);
   return r;
 }
@@ -719,7 +719,6 @@ int nsh_codec_encode(struct nsh_ctx *c, lua_State *L, int first, int n,
   push_tab(c, L, TB_OBJS);
   push_tab(c, L, TB_STDNAME);
   push_tab(c, L, TB_DUMPS);
-  e.base = base;
   e.seen = base + 1;
   e.objs = base + 2;
   e.stdname = base + 3;
@@ -1133,14 +1132,16 @@ static int decode_int64(struct dec *d, int kind) {
  * the result comes back to d->L. */
 static int decode_fresh(struct dec *d) {
   lua_State *L = d->L, *T;
-  int r;
+  int r, refs = d->refs;
 
-  T = fresh_thread(L, d->refs - 1, 3);
+  T = fresh_thread(L, refs, 3);
   if (T == NULL)
     return bad(d, "a value nested too deeply for the Lua stack");
   d->L = T;
+  d->refs = 1, d->stdfn = 2, d->loads = 3;
   r = decode(d);
   d->L = L;
+  d->refs = refs, d->stdfn = refs + 1, d->loads = refs + 2;
   if (r == 0) {
     lua_xmove(T, L, 1);
     lua_remove(L, -2);

@@ -94,6 +94,19 @@ static void *limited_alloc(void *ud, void *p, size_t osize, size_t nsize) {
 }
 
 
+/* A Lua error with no protected call around it ends the process; say
+ * why first (a state with our own allocator has no default message). */
+static int on_panic(lua_State *L) {
+  struct nsh_ctx *c = nsh_ctx_of(L);
+  const char *msg = lua_tostring(L, -1);
+
+  if (c != NULL)
+    nsh_log(c->rt, NSHOST_LOG_ERROR, "worker %d: unprotected Lua error, "
+            "the process ends: %s", c->id, msg != NULL ? msg : "?");
+  return 0;
+}
+
+
 int nsh_ctx_open_lua(struct nsh_ctx *c) {
   const nshost_config_t *cfg = nsh_runtime_config(c->rt);
   lua_State *L = NULL;
@@ -111,6 +124,7 @@ int nsh_ctx_open_lua(struct nsh_ctx *c) {
   if (L == NULL)
     return NSHOST_ENOMEM;
   c->L = L;
+  lua_atpanic(L, on_panic);
   luaL_openlibs(L);
   lua_pushlightuserdata(L, &key_ctx);
   lua_pushlightuserdata(L, c);

@@ -95,7 +95,9 @@ static int lspawn(lua_State *L) {
   struct nsh_msg *m;
   int err;
 
-  luaL_checktype(L, 1, LUA_TFUNCTION);
+  if (!lua_isfunction(L, 1))
+    return luaL_error(L, "bad argument #1 to 'spawn' (function expected, "
+                         "got %s)", luaL_typename(L, 1));
   if (nsh_runtime_stopping(c->rt))
     return luaL_error(L, "runtime.spawn: the runtime is shut down and "
                          "takes no new jobs");

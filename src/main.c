@@ -197,7 +197,8 @@ static void report(lua_State *L, int has_traceback) {
   lua_pushvalue(L, e);
   if (lua_pcall(L, 1, 1, 0) != 0)
     msg = lua_pushfstring(L, "(error object is a %s value whose "
-                          "__tostring failed)", luaL_typename(L, e));
+                          "__tostring failed: %s)", luaL_typename(L, e),
+                          lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
   else
     msg = lua_tostring(L, -1);
   fprintf(stderr, "nshost: %s\n", msg);

@@ -463,7 +463,7 @@ static int wait_exits(nshost_runtime_t *rt, uint64_t deadline) {
 
 int nshost_runtime_shutdown(nshost_runtime_t *rt, int timeout_ms) {
   struct nsh_ctx *w;
-  uint64_t start, grace;
+  uint64_t start;
   int i, stuck = 0;
 
   if (rt == NULL)
@@ -493,10 +493,10 @@ int nshost_runtime_shutdown(nshost_runtime_t *rt, int timeout_ms) {
     for (i = 0; i < rt->threads; i++)
       if (!atomic_load(&w[i].exited))
         nsh_ctx_interrupt(&w[i]);
-    /* Cancelling needs a turn of each loop; a worker that does not get
-     * one within a short grace is inside a job that never yields. */
-    grace = (uint64_t)(timeout_ms < 1000 ? timeout_ms + 100 : 1000);
-    wait_exits(rt, uv_hrtime() + grace * 1000000u);
+    /* Cancelling needs a turn of each loop, and the hook fires within
+     * a thousand instructions: a worker not out by then is in a loop
+     * the JIT compiled, and waiting longer would not help. */
+    wait_exits(rt, uv_hrtime() + 100 * 1000000u);
   }
 
   for (i = 0; i < rt->threads; i++) {

@@ -90,6 +90,7 @@ static void reply(struct nsh_ctx *c, struct nsh_job *j, struct nsh_msg *m) {
 struct fail_args {
   struct nsh_ctx *c;
   const char *prefix;
+  lua_State *co;            /* for a traceback when none was taken */
   struct nsh_msg *out;
 };
 
@@ -121,6 +122,10 @@ static int fail_p(lua_State *L) {
   char *p;
 
   lua_settop(L, 3);
+  if (lua_isnil(L, 3) && a->co != NULL) {
+    luaL_traceback(L, a->co, NULL, 0);
+    lua_replace(L, 3);
+  }
   lua_pushcfunction(L, describe_p);
   lua_pushvalue(L, 2);
   if (lua_pcall(L, 1, 1, 0) != 0) {
@@ -170,10 +175,13 @@ static int fail_p(lua_State *L) {
 
 /* The error value and a traceback (or nil) are the two values on top of
  * c->L; pops them. */
-static struct nsh_msg *failed_msg(struct nsh_ctx *c, const char *prefix) {
-  struct fail_args a = { c, prefix, NULL };
+static struct nsh_msg *failed_msg(struct nsh_ctx *c, const char *prefix,
+                                  lua_State *co) {
+  struct fail_args a = { c, prefix, co, NULL };
 
-  lua_pushcfunction(c->L, fail_p);
+  /* fail_p was made when the worker started: pushing it allocates
+   * nothing, so this works when memory has run out too. */
+  lua_rawgeti(c->L, LUA_REGISTRYINDEX, c->fail_ref);
   lua_pushlightuserdata(c->L, &a);
   lua_pushvalue(c->L, -4);
   lua_pushvalue(c->L, -4);
@@ -283,7 +291,7 @@ void nsh_worker_start_job(struct nsh_ctx *c, struct nsh_msg *m) {
   status = lua_cpcall(c->L, start_p, &a);
   if (status != 0) {
     lua_pushnil(c->L);
-    reply(c, m->job, failed_msg(c, "cannot start the job: "));
+    reply(c, m->job, failed_msg(c, "cannot start the job: ", NULL));
     free(m);
     return;
   }
@@ -327,7 +335,7 @@ void nsh_worker_job_done(struct nsh_ctx *c, struct nsh_task *t, int status) {
       m = a.out;
     else {
       lua_pushnil(L);
-      m = failed_msg(c, "the job's results cannot be returned: ");
+      m = failed_msg(c, "the job's results cannot be returned: ", NULL);
     }
   } else if (status == 0) {
     /* The runner caught the error: {value, traceback}, or a bare value
@@ -340,15 +348,20 @@ void nsh_worker_job_done(struct nsh_ctx *c, struct nsh_task *t, int status) {
     } else {
       lua_pushnil(L);
     }
-    m = failed_msg(c, "");
+    m = failed_msg(c, "", NULL);
   } else {
     lua_xmove(t->co, L, 1);
-    luaL_traceback(L, t->co, NULL, 0);
-    m = failed_msg(c, "");
+    lua_pushnil(L);
+    m = failed_msg(c, "", t->co);
   }
   reply(c, t->job, m);
   unlink_task(c, t);
   nsh_task_free(c, t);
+  /* LuaJIT does not collect when an allocation fails: after a job that
+   * ran a limited worker out of memory, collect now, while the job's
+   * garbage is garbage, so that the next job has room. */
+  if (c->mem_limit > 0 && c->mem_used > c->mem_limit / 2)
+    lua_gc(L, LUA_GCCOLLECT, 0);
 }
 
 
@@ -403,6 +416,9 @@ void nsh_worker_main(void *arg) {
     nsh_log(c->rt, NSHOST_LOG_ERROR, "worker %d: cannot create a Lua "
             "state (not enough memory); its jobs are cancelled", c->id);
     atomic_store(&c->cancel, 1);
+  } else {
+    lua_pushcfunction(c->L, fail_p);
+    c->fail_ref = luaL_ref(c->L, LUA_REGISTRYINDEX);
   }
 
   for (;;) {
