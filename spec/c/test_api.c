@@ -36,46 +36,7 @@
 
 #include "nshost.h"
 
-static int failures, count;
-
-#define CHECK(x) check_int(__FILE__, __LINE__, #x, (long)!!(x), 1)
-#define CHECK_INT(a, b) check_int(__FILE__, __LINE__, #a, (long)(a), (long)(b))
-#define CHECK_STR(a, b) check_str(__FILE__, __LINE__, #a, (a), (b))
-#define CHECK_HAS(a, b) check_has(__FILE__, __LINE__, #a, (a), (b))
-
-static void check_int(const char *file, int line, const char *what,
-                      long got, long want) {
-  count++;
-  if (got == want)
-    return;
-  failures++;
-  printf("# %s:%d: %s: got %ld, want %ld\n", file, line, what, got, want);
-}
-
-
-static void check_str(const char *file, int line, const char *what,
-                      const char *got, const char *want) {
-  count++;
-  if (got != NULL && want != NULL && strcmp(got, want) == 0)
-    return;
-  if (got == NULL && want == NULL)
-    return;
-  failures++;
-  printf("# %s:%d: %s: got \"%s\", want \"%s\"\n", file, line, what,
-         got != NULL ? got : "(null)", want != NULL ? want : "(null)");
-}
-
-
-/* got contains want. */
-static void check_has(const char *file, int line, const char *what,
-                      const char *got, const char *want) {
-  count++;
-  if (got != NULL && strstr(got, want) != NULL)
-    return;
-  failures++;
-  printf("# %s:%d: %s: \"%s\" does not contain \"%s\"\n", file, line,
-         what, got != NULL ? got : "(null)", want);
-}
+#include "check.h"
 
 /* ---- Helpers ------------------------------------------------------------ */
 

@@ -14,18 +14,7 @@
 
 #include "nshost.h"
 
-static int failures, count;
-
-#define CHECK_INT(a, b) check_int(__FILE__, __LINE__, #a, (long)(a), (long)(b))
-
-static void check_int(const char *file, int line, const char *what,
-                      long got, long want) {
-  count++;
-  if (got == want)
-    return;
-  failures++;
-  printf("# %s:%d: %s: got %ld, want %ld\n", file, line, what, got, want);
-}
+#include "check.h"
 
 /* ---- Counting states: opened by setup, closed by a finalizer ---------- */
 

@@ -1,0 +1,52 @@
+/*
+ * check.h - the checks the C tests share.  Each failure prints both
+ * values as a TAP comment and is counted; main() reads the counts.
+ */
+#ifndef NSH_CHECK_H
+#define NSH_CHECK_H
+
+#include <stdio.h>
+#include <string.h>
+
+static int failures, count;
+
+#define CHECK(x) check_int(__FILE__, __LINE__, #x, (long)!!(x), 1)
+#define CHECK_INT(a, b) check_int(__FILE__, __LINE__, #a, (long)(a), (long)(b))
+#define CHECK_STR(a, b) check_str(__FILE__, __LINE__, #a, (a), (b))
+#define CHECK_HAS(a, b) check_has(__FILE__, __LINE__, #a, (a), (b))
+
+static inline void check_int(const char *file, int line, const char *what,
+                      long got, long want) {
+  count++;
+  if (got == want)
+    return;
+  failures++;
+  printf("# %s:%d: %s: got %ld, want %ld\n", file, line, what, got, want);
+}
+
+
+static inline void check_str(const char *file, int line, const char *what,
+                      const char *got, const char *want) {
+  count++;
+  if (got != NULL && want != NULL && strcmp(got, want) == 0)
+    return;
+  if (got == NULL && want == NULL)
+    return;
+  failures++;
+  printf("# %s:%d: %s: got \"%s\", want \"%s\"\n", file, line, what,
+         got != NULL ? got : "(null)", want != NULL ? want : "(null)");
+}
+
+
+/* got contains want. */
+static inline void check_has(const char *file, int line, const char *what,
+                      const char *got, const char *want) {
+  count++;
+  if (got != NULL && strstr(got, want) != NULL)
+    return;
+  failures++;
+  printf("# %s:%d: %s: \"%s\" does not contain \"%s\"\n", file, line,
+         what, got != NULL ? got : "(null)", want);
+}
+
+#endif
