@@ -11,7 +11,6 @@ local yield, isyieldable = coroutine.yield, coroutine.isyieldable
 local done, park, wait, result = core.done, core.park, core.wait,
   core.result
 local sleep_park, sleep_wait = core.sleep_park, core.sleep_wait
-local is_job = core.is_job
 local select, type, error, pcall, unpack = select, type, error, pcall,
   unpack
 
@@ -25,11 +24,12 @@ end
 -- job's error (message, worker id and traceback) if it failed.  Awaiting
 -- again gives the same outcome again.
 function Job.await(job)
-  if not is_job(job) then
+  local finished = done(job)
+  if finished == nil then
     error("bad argument #1 to 'await' (job expected, got " .. type(job)
       .. ")", 2)
   end
-  if not done(job) then
+  if not finished then
     if isyieldable() and park(job) then
       repeat yield() until done(job)
     else
@@ -41,11 +41,12 @@ end
 
 -- job:done() -> true once the outcome is there, without waiting.
 function Job.done(job)
-  if not is_job(job) then
+  local finished = done(job)
+  if finished == nil then
     error("bad argument #1 to 'done' (job expected, got " .. type(job)
       .. ")", 2)
   end
-  return done(job)
+  return finished
 end
 
 -- Runs a job's function (in the worker).  The handler takes the

@@ -41,14 +41,15 @@ enum {
 };
 
 /* Registry keys: the addresses of these are unique. */
-static char key_stdname, key_stdfn, key_seen, key_objs, key_refs;
+static char key_stdname, key_stdfn, key_objs, key_refs;
 static char key_dumps, key_loads, key_pool, key_fnkey, key_used;
 
 struct enc {
   struct nsh_ctx *c;
   lua_State *L;
   struct nsh_buf *b;
-  int seen, objs, stdname, dumps;   /* stack indices of the tables */
+  struct nsh_idmap *ids;            /* object -> id, upvalue -> join */
+  int objs, stdname, dumps;         /* stack indices of the tables */
   int nobj;
   int nuv;                          /* upvalue ids met, in objs[-k] */
   int depth;
@@ -162,25 +163,93 @@ static int put_lstr(struct enc *e, const char *s, size_t n) {
 }
 
 
+/* The identity map of one message: pointers of the objects met (and of
+ * the upvalues, from lua_upvalueid) to their ids.  Kept in C, since a
+ * Lua table costs a hash insert, a lookup and two deletes per object.
+ * Slots of older messages are told apart by a generation number, so
+ * starting a message clears nothing. */
+static uint64_t *ids_find(struct nsh_idmap *m, const void *p) {
+  size_t mask, i;
+
+  if (m->cap == 0)
+    return NULL;
+  mask = m->cap - 1;
+  for (i = ((uintptr_t)p >> 4) * 0x9E3779B97F4A7C15u >> 20 & mask;;
+       i = (i + 1) & mask) {
+    struct nsh_idslot *s = &m->slot[i];
+    if (s->gen != m->gen)
+      return NULL;
+    if (s->key == p)
+      return &s->val;
+  }
+}
+
+
+static int ids_add(struct nsh_idmap *m, const void *p, uint64_t v) {
+  size_t mask, i;
+
+  if ((m->n + 1) * 2 > m->cap) {
+    struct nsh_idmap big = { NULL, m->cap ? m->cap * 2 : 64, 0, 1 };
+    big.slot = calloc(big.cap, sizeof(*big.slot));
+    if (big.slot == NULL)
+      return -1;
+    for (i = 0; i < m->cap; i++)
+      if (m->slot[i].gen == m->gen)
+        ids_add(&big, m->slot[i].key, m->slot[i].val);
+    free(m->slot);
+    *m = big;
+  }
+  mask = m->cap - 1;
+  for (i = ((uintptr_t)p >> 4) * 0x9E3779B97F4A7C15u >> 20 & mask;
+       m->slot[i].gen == m->gen; i = (i + 1) & mask)
+    ;
+  m->slot[i].key = p;
+  m->slot[i].val = v;
+  m->slot[i].gen = m->gen;
+  m->n++;
+  return 0;
+}
+
+
+/* Empties the map for the next message; a map grown big by one message
+ * is given back rather than kept. */
+static void ids_reset(struct nsh_idmap *m) {
+  m->n = 0;
+  if (m->cap > 4096 || ++m->gen == 0) {
+    free(m->slot);
+    m->slot = NULL;
+    m->cap = 0;
+    m->gen = 1;
+  }
+}
+
+
+void nsh_codec_free(struct nsh_ctx *c) {
+  free(c->ids.slot);
+  c->ids.slot = NULL;
+  c->ids.cap = 0;
+}
+
+
 /* If the object at idx was met before, writes REF and returns 1;
- * otherwise gives it the next id and returns 0. */
+ * otherwise gives it the next id and returns 0.  The object is anchored
+ * in objs until the message is done: code that runs during encoding (a
+ * finalizer, an __index) could otherwise free it and let another object
+ * take its address. */
 static int remember(struct enc *e, int idx) {
-  lua_pushvalue(e->L, idx);
-  lua_rawget(e->L, e->seen);
-  if (!lua_isnil(e->L, -1)) {
-    int id = (int)lua_tointeger(e->L, -1);
-    lua_pop(e->L, 1);
-    if (id == 1)
+  const void *p = lua_topointer(e->L, idx);
+  uint64_t *id = ids_find(e->ids, p);
+
+  if (id != NULL) {
+    if (*id == 1)
       e->fn1_shared = 1;
-    if (put_byte(e, T_REF) != 0 || put_varint(e, (uint64_t)id) != 0)
+    if (put_byte(e, T_REF) != 0 || put_varint(e, *id) != 0)
       return -1;
     return 1;
   }
-  lua_pop(e->L, 1);
+  if (ids_add(e->ids, p, (uint64_t)e->nobj + 1) != 0)
+    return fail(e, "not enough memory for the message");
   e->nobj++;
-  lua_pushvalue(e->L, idx);
-  lua_pushinteger(e->L, e->nobj);
-  lua_rawset(e->L, e->seen);
   lua_pushvalue(e->L, idx);
   lua_rawseti(e->L, e->objs, e->nobj);
   return 0;
@@ -350,25 +419,18 @@ static int put_bytecode(struct enc *e, int idx) {
 static int put_upvalue(struct enc *e, int idx, int fid, int i) {
   lua_State *L = e->L;
   void *uid = lua_upvalueid(L, idx, i);
+  uint64_t *code = ids_find(e->ids, uid);
   const char *name;
   int r;
 
-  lua_pushlightuserdata(L, uid);
-  lua_rawget(L, e->seen);
-  if (!lua_isnil(L, -1)) {
-    int code = (int)lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    if (fid == 1 || code >> 8 == 1)
+  if (code != NULL) {
+    if (fid == 1 || *code >> 8 == 1)
       e->fn1_shared = 1;
-    return put_byte(e, T_UPREF) || put_varint(e, (uint64_t)(code >> 8)) ||
-           put_byte(e, code & 0xff) ? -1 : 0;
+    return put_byte(e, T_UPREF) || put_varint(e, *code >> 8) ||
+           put_byte(e, (int)(*code & 0xff)) ? -1 : 0;
   }
-  lua_pop(L, 1);
-  lua_pushlightuserdata(L, uid);
-  lua_pushinteger(L, fid * 256 + i);
-  lua_rawset(L, e->seen);
-  lua_pushlightuserdata(L, uid);
-  lua_rawseti(L, e->objs, -++e->nuv);
+  if (ids_add(e->ids, uid, (uint64_t)fid * 256 + (uint64_t)i) != 0)
+    return fail(e, "not enough memory for the message");
 
   name = lua_getupvalue(L, idx, i);
   if (fid == 1 && lua_rawequal(L, -1, idx)) {
@@ -514,19 +576,18 @@ static lua_State *fresh_thread(lua_State *L, int first, int n) {
  * deeper than that goes on being encoded on a new thread. */
 static int encode_fresh(struct enc *e, int idx) {
   lua_State *L = e->L, *T;
-  int r, seen = e->seen;
+  int r, objs = e->objs;
 
-  T = fresh_thread(L, seen, 4);
+  T = fresh_thread(L, objs, 3);
   if (T == NULL)
     return fail(e, "a value nested too deeply for the Lua stack");
   lua_pushvalue(L, idx);
   lua_xmove(L, T, 1);
   e->L = T;
-  e->seen = 1, e->objs = 2, e->stdname = 3, e->dumps = 4;
+  e->objs = 1, e->stdname = 2, e->dumps = 3;
   r = encode(e, lua_gettop(T));
   e->L = L;
-  e->seen = seen, e->objs = seen + 1, e->stdname = seen + 2;
-  e->dumps = seen + 3;
+  e->objs = objs, e->stdname = objs + 1, e->dumps = objs + 2;
   lua_pop(L, 1);
   return r;
 }
@@ -622,12 +683,12 @@ static void push_registry_table(lua_State *L, void *key, const char *mode) {
 
 /* The codec's tables, by number. */
 enum {
-  TB_SEEN, TB_OBJS, TB_STDNAME, TB_DUMPS, TB_REFS, TB_STDFN, TB_LOADS,
+  TB_OBJS, TB_STDNAME, TB_DUMPS, TB_REFS, TB_STDFN, TB_LOADS,
   TB_POOL, TB_FNKEY, TB_USED, TB_N
 };
 
 static const struct { void *key; const char *mode; } tables[TB_N] = {
-  { &key_seen, NULL }, { &key_objs, NULL }, { &key_stdname, NULL },
+  { &key_objs, NULL }, { &key_stdname, NULL },
   { &key_dumps, "k" }, { &key_refs, NULL }, { &key_stdfn, NULL },
   { &key_loads, NULL }, { &key_pool, NULL }, { &key_fnkey, "k" },
   { &key_used, NULL }
@@ -662,17 +723,13 @@ static void clear_table(lua_State *L, int t) {
 }
 
 
-/* Forgets the ids of this message; the tables stay for the next. */
-static void forget(lua_State *L, int seen, int objs, int n, int nuv) {
-  for (int i = -nuv; i <= n; i++) {
-    if (i == 0)
-      continue;
-    lua_rawgeti(L, objs, i);
-    lua_pushnil(L);
-    lua_rawset(L, seen);
-    lua_pushnil(L);
-    lua_rawseti(L, objs, i);
+/* Forgets the objects of this message; the tables stay for the next. */
+static void forget(struct enc *e) {
+  for (int i = 1; i <= e->nobj; i++) {
+    lua_pushnil(e->L);
+    lua_rawseti(e->L, e->objs, i);
   }
+  ids_reset(e->ids);
 }
 
 
@@ -700,6 +757,15 @@ static void push_error(struct enc *e) {
 }
 
 
+/* Only nil, booleans, numbers and strings: no object can be met. */
+static int all_plain(lua_State *L, int first, int n) {
+  for (int i = 0; i < n; i++)
+    if (lua_type(L, first + i) > LUA_TSTRING)
+      return 0;
+  return 1;
+}
+
+
 int nsh_codec_encode(struct nsh_ctx *c, lua_State *L, int first, int n,
                      const char *what, int has_fn) {
   struct enc e;
@@ -707,22 +773,35 @@ int nsh_codec_encode(struct nsh_ctx *c, lua_State *L, int first, int n,
 
   if (first < 0)
     first = lua_gettop(L) + first + 1;
+  if (c->encoding) {
+    lua_pushstring(L, "cannot send values while other values are being "
+                      "sent (a finalizer or metamethod that ran during a "
+                      "spawn spawned again)");
+    return -1;
+  }
   luaL_checkstack(L, 16, "too many values to send");
-  memset(&e, 0, sizeof(e));
+  /* Not all of e: the failure path's buffers are set only when used. */
   e.c = c;
   e.L = L;
   e.b = &c->scratch;
   e.b->len = 0;
+  e.ids = &c->ids;
+  e.nobj = e.depth = e.fn1_shared = 0;
+  e.fn1_flags = 0;
   e.what = what;
+  e.why[0] = '\0';
+  e.ninner = e.nouter = 0;
   base = lua_gettop(L);
-  push_tab(c, L, TB_SEEN);
-  push_tab(c, L, TB_OBJS);
-  push_tab(c, L, TB_STDNAME);
-  push_tab(c, L, TB_DUMPS);
-  e.seen = base + 1;
-  e.objs = base + 2;
-  e.stdname = base + 3;
-  e.dumps = base + 4;
+  e.objs = e.stdname = e.dumps = 0;
+  if (!all_plain(L, first, n)) {
+    push_tab(c, L, TB_OBJS);
+    push_tab(c, L, TB_STDNAME);
+    push_tab(c, L, TB_DUMPS);
+    e.objs = base + 1;
+    e.stdname = base + 2;
+    e.dumps = base + 3;
+  }
+  c->encoding = 1;
 
   if (put_varint(&e, (uint64_t)n) != 0)
     r = -1;
@@ -742,7 +821,8 @@ int nsh_codec_encode(struct nsh_ctx *c, lua_State *L, int first, int n,
   if (r == 0 && has_fn && e.b->data[e.fn1_flags - 1] == T_FUNC &&
       !e.fn1_shared)
     e.b->data[e.fn1_flags] |= FN_REUSE;
-  forget(L, e.seen, e.objs, e.nobj, e.nuv);
+  forget(&e);
+  c->encoding = 0;
   lua_settop(L, base);
   if (r != 0)
     push_error(&e);
@@ -1223,11 +1303,42 @@ static void clear_refs(lua_State *L, int refs, int n) {
 }
 
 
+/* Are the n values at p all nil, booleans, numbers or strings?  Then
+ * they decode without the tables that objects need. */
+static int plain_values(struct dec *d, uint64_t n) {
+  const unsigned char *p = d->p;
+  const char *s;
+  size_t len;
+  int plain = 1;
+
+  for (; n > 0 && plain; n--) {
+    if (d->p >= d->end)
+      break;
+    switch (*d->p++) {
+    case T_NIL: case T_FALSE: case T_TRUE:
+      break;
+    case T_NUM:
+      d->p += (size_t)(d->end - d->p) < sizeof(lua_Number) ?
+              (size_t)(d->end - d->p) : sizeof(lua_Number);
+      break;
+    case T_STR:
+      plain = get_lstr(d, &s, &len) == 0;
+      break;
+    default:
+      plain = 0;
+    }
+  }
+  d->p = p;
+  d->err = NULL;
+  return plain;
+}
+
+
 int nsh_codec_decode(struct nsh_ctx *c, lua_State *L, const char *data,
                      size_t len) {
   struct dec d;
   uint64_t n, i;
-  int base;
+  int base, ntabs = 0;
 
   memset(&d, 0, sizeof(d));
   d.c = c;
@@ -1235,19 +1346,20 @@ int nsh_codec_decode(struct nsh_ctx *c, lua_State *L, const char *data,
   d.p = (const unsigned char *)data;
   d.end = d.p + len;
   base = lua_gettop(L);
-  luaL_checkstack(L, 8, "too many values received");
-  push_tab(c, L, TB_REFS);
-  push_tab(c, L, TB_STDFN);
-  push_tab(c, L, TB_LOADS);
-  d.refs = base + 1;
-  d.stdfn = base + 2;
-  d.loads = base + 3;
-
   if (get_varint(&d, &n) != 0)
     goto error;
   if (n > 8000 || !lua_checkstack(L, (int)n + 8)) {
     bad(&d, "too many values for the Lua stack");
     goto error;
+  }
+  if (!plain_values(&d, n)) {
+    push_tab(c, L, TB_REFS);
+    push_tab(c, L, TB_STDFN);
+    push_tab(c, L, TB_LOADS);
+    d.refs = base + 1;
+    d.stdfn = base + 2;
+    d.loads = base + 3;
+    ntabs = 3;
   }
   for (d.index = 0; d.index < n; d.index++)
     if (decode(&d) != 0)
@@ -1256,7 +1368,7 @@ int nsh_codec_decode(struct nsh_ctx *c, lua_State *L, const char *data,
   c->decoded_poolable = d.reused;
   clear_refs(L, d.refs, d.nobj);
   forget_used(&d);
-  for (i = 0; i < 3; i++)
+  for (i = 0; i < (uint64_t)ntabs; i++)
     lua_remove(L, base + 1);
   return (int)n;
 

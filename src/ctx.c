@@ -20,6 +20,7 @@ static char key_ctx;
 
 void nsh_worker_start_job(struct nsh_ctx *c, struct nsh_msg *m);
 void nsh_worker_job_done(struct nsh_ctx *c, struct nsh_task *t, int status);
+static void free_spare(struct nsh_ctx *c);
 
 
 static void on_inbox(struct nsh_inbox *ib) {
@@ -188,6 +189,7 @@ void nsh_ctx_uninterrupt(struct nsh_ctx *c) {
 /* Closes the state, then the loop with every handle left on it. */
 void nsh_ctx_close(struct nsh_ctx *c) {
   atomic_store(&c->hook_L, NULL);
+  free_spare(c);
   if (c->L != NULL) {
     lua_close(c->L);
     c->L = NULL;
@@ -196,24 +198,42 @@ void nsh_ctx_close(struct nsh_ctx *c) {
   uv_run(&c->loop, UV_RUN_DEFAULT);
   uv_loop_close(&c->loop);
   nsh_buf_free(&c->scratch);
+  nsh_codec_free(c);
   free(c->ready);
   c->ready = NULL;
 }
 
 /* ---- Tasks ------------------------------------------------------------- */
 
+/* Finished tasks kept, with their coroutines, for the next jobs:
+ * making a coroutine and anchoring it costs more than most jobs. */
+#define MAX_SPARE 16
+
 struct nsh_task *nsh_task_new(struct nsh_ctx *c, int nargs) {
   lua_State *L = c->L;
-  struct nsh_task *t;
+  struct nsh_task *t = c->spare;
 
-  t = calloc(1, sizeof(*t));
-  if (t == NULL)
-    return NULL;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->tasks_ref);
-  t->co = lua_newthread(L);
-  t->ref = luaL_ref(L, -2);
+  if (t != NULL) {
+    /* A coroutine that returned is as good as new once its stack is
+     * empty; only its globals may have been changed (setfenv(0, ...)). */
+    c->spare = t->next;
+    c->nspare--;
+    lua_pushvalue(L, LUA_GLOBALSINDEX);
+    lua_xmove(L, t->co, 1);
+    lua_replace(t->co, LUA_GLOBALSINDEX);
+  } else {
+    t = malloc(sizeof(*t));
+    if (t == NULL)
+      return NULL;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->tasks_ref);
+    t->co = lua_newthread(L);
+    t->ref = luaL_ref(L, -2);
+    lua_pop(L, 1);
+  }
+  t->job = NULL;
+  t->waiting = t->started = t->status = t->abandoned = 0;
   t->fn_ref = LUA_NOREF;
-  lua_pop(L, 1);
+  t->wnext = t->prev = t->next = NULL;
   if (nargs >= 0)
     lua_xmove(L, t->co, nargs + 1);
   return t;
@@ -231,16 +251,41 @@ static int pool_put_p(lua_State *L) {
 
 
 void nsh_task_free(struct nsh_ctx *c, struct nsh_task *t) {
+  int keep = t->status == 0 && lua_status(t->co) == 0 &&
+             c->nspare < MAX_SPARE;
+
   /* The job is over: its function may serve the next one.  Protected,
    * as the pool may need memory there is no more of. */
   if (t->fn_ref != LUA_NOREF && lua_cpcall(c->L, pool_put_p, t) != 0)
     lua_pop(c->L, 1);
-  lua_rawgeti(c->L, LUA_REGISTRYINDEX, c->tasks_ref);
-  luaL_unref(c->L, -1, t->ref);
-  if (t->fn_ref != LUA_NOREF)
-    luaL_unref(c->L, -1, t->fn_ref);
-  lua_pop(c->L, 1);
-  free(t);
+  if (t->fn_ref != LUA_NOREF || !keep) {
+    lua_rawgeti(c->L, LUA_REGISTRYINDEX, c->tasks_ref);
+    if (t->fn_ref != LUA_NOREF)
+      luaL_unref(c->L, -1, t->fn_ref);
+    if (!keep)
+      luaL_unref(c->L, -1, t->ref);
+    lua_pop(c->L, 1);
+  }
+  if (!keep) {
+    free(t);
+    return;
+  }
+  lua_settop(t->co, 0);
+  t->next = c->spare;
+  c->spare = t;
+  c->nspare++;
+}
+
+
+/* Lets the spare tasks go (their coroutines go with the state). */
+static void free_spare(struct nsh_ctx *c) {
+  struct nsh_task *t;
+
+  while ((t = c->spare) != NULL) {
+    c->spare = t->next;
+    free(t);
+  }
+  c->nspare = 0;
 }
 
 
@@ -312,6 +357,10 @@ void nsh_ctx_run_ready(struct nsh_ctx *c) {
   struct nsh_msg *m;
   size_t n;
 
+  /* No encoding is under way out here; one that a Lua error cut short
+   * (out of memory, a failing finalizer) left the mark behind. */
+  if (c->wait_depth == 0)
+    c->encoding = 0;
   /* Only the tasks ready now: one that keeps yielding must not starve
    * the loop. */
   for (n = c->rlen; n > 0 && c->rlen > 0; n--) {

@@ -34,8 +34,27 @@ static struct nsh_ctx *ctx(lua_State *L) {
 }
 
 
+/* The functions here have the job metatable as upvalue 2: comparing
+ * with it is cheaper than luaL_checkudata's lookup by name. */
+#define MT_UPVALUE lua_upvalueindex(2)
+
+static struct handle *to_handle(lua_State *L, int idx) {
+  struct handle *h = lua_touserdata(L, idx);
+  int r;
+
+  if (h == NULL || !lua_getmetatable(L, idx))
+    return NULL;
+  r = lua_rawequal(L, -1, MT_UPVALUE);
+  lua_pop(L, 1);
+  return r ? h : NULL;
+}
+
+
 static struct nsh_job *check_job(lua_State *L, int idx) {
-  struct handle *h = luaL_checkudata(L, idx, JOB_MT);
+  struct handle *h = to_handle(L, idx);
+
+  if (h == NULL)
+    luaL_typerror(L, idx, JOB_MT);
   return h->job;
 }
 
@@ -60,31 +79,23 @@ static void spawn_site(lua_State *L, struct nsh_job *j) {
 
 
 /* A script publishes its package paths when they have changed since its
- * last spawn, so that jobs require what the script would. */
+ * last spawn, so that jobs require what the script would.  spawn's
+ * upvalues 3 to 7 are the package table (the one require reads), the
+ * keys "path" and "cpath", and the values last published. */
 static void publish_paths(lua_State *L, struct nsh_ctx *c) {
-  int top = lua_gettop(L);
-
-  lua_getglobal(L, "package");
-  if (!lua_istable(L, -1)) {
-    lua_settop(L, top);
+  lua_pushvalue(L, lua_upvalueindex(4));
+  lua_rawget(L, lua_upvalueindex(3));
+  lua_pushvalue(L, lua_upvalueindex(5));
+  lua_rawget(L, lua_upvalueindex(3));
+  if (lua_rawequal(L, -2, lua_upvalueindex(6)) &&
+      lua_rawequal(L, -1, lua_upvalueindex(7))) {
+    lua_pop(L, 2);
     return;
   }
-  lua_getfield(L, top + 1, "path");
-  lua_getfield(L, top + 1, "cpath");
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->paths_ref);
-  lua_rawgeti(L, top + 4, 1);
-  lua_rawgeti(L, top + 4, 2);
-  if (!lua_rawequal(L, top + 2, top + 5) ||
-      !lua_rawequal(L, top + 3, top + 6)) {
-    if (lua_isstring(L, top + 2) && lua_isstring(L, top + 3))
-      nsh_runtime_set_paths(c->rt, lua_tostring(L, top + 2),
-                            lua_tostring(L, top + 3));
-    lua_pushvalue(L, top + 2);
-    lua_rawseti(L, top + 4, 1);
-    lua_pushvalue(L, top + 3);
-    lua_rawseti(L, top + 4, 2);
-  }
-  lua_settop(L, top);
+  if (lua_isstring(L, -2) && lua_isstring(L, -1))
+    nsh_runtime_set_paths(c->rt, lua_tostring(L, -2), lua_tostring(L, -1));
+  lua_replace(L, lua_upvalueindex(7));
+  lua_replace(L, lua_upvalueindex(6));
 }
 
 
@@ -114,7 +125,7 @@ static int lspawn(lua_State *L) {
   /* Lua allocations first: if one fails, nothing C-side is lost. */
   h = lua_newuserdata(L, sizeof(*h));
   h->job = NULL;
-  luaL_getmetatable(L, JOB_MT);
+  lua_pushvalue(L, MT_UPVALUE);
   lua_setmetatable(L, -2);
 
   j = calloc(1, sizeof(*j));
@@ -182,22 +193,15 @@ static int lin_task(lua_State *L) {
 }
 
 
-/* is_job(v) -> true if v is a job handle of this state. */
-static int lis_job(lua_State *L) {
-  int r = 0;
-
-  if (lua_getmetatable(L, 1)) {
-    luaL_getmetatable(L, JOB_MT);
-    r = lua_rawequal(L, -1, -2);
-  }
-  lua_pushboolean(L, r);
-  return 1;
-}
-
-
-/* done(job) -> true once the outcome has arrived. */
+/* done(job) -> true once the outcome has arrived, false before, nil
+ * if job is not a job handle of this state. */
 static int ldone(lua_State *L) {
-  lua_pushboolean(L, check_job(L, 1)->status != NSH_JOB_PENDING);
+  struct handle *h = to_handle(L, 1);
+
+  if (h == NULL)
+    lua_pushnil(L);
+  else
+    lua_pushboolean(L, h->job->status != NSH_JOB_PENDING);
   return 1;
 }
 
@@ -436,11 +440,29 @@ static int lprint(lua_State *L) {
 
 /* ---- Opening ----------------------------------------------------------- */
 
-static void set_fn(lua_State *L, struct nsh_ctx *c, const char *name,
-                   lua_CFunction f) {
+/* Sets the table at t's name to f with the upvalues c and the job
+ * metatable (at mt), and as many more as f needs. */
+static void set_fn(lua_State *L, struct nsh_ctx *c, int t, int mt,
+                   const char *name, lua_CFunction f) {
+  int n = 2;
+
   lua_pushlightuserdata(L, c);
-  lua_pushcclosure(L, f, 1);
-  lua_setfield(L, -2, name);
+  lua_pushvalue(L, mt);
+  if (f == lspawn) {
+    /* See publish_paths. */
+    lua_getglobal(L, "package");
+    if (!lua_istable(L, -1)) {
+      lua_pop(L, 1);
+      lua_newtable(L);
+    }
+    lua_pushliteral(L, "path");
+    lua_pushliteral(L, "cpath");
+    lua_pushnil(L);
+    lua_pushnil(L);
+    n += 5;
+  }
+  lua_pushcclosure(L, f, n);
+  lua_setfield(L, t, name);
 }
 
 
@@ -466,7 +488,7 @@ void nsh_lruntime_open(struct nsh_ctx *c, lua_State *L) {
     { "wait", lwait }, { "result", lresult },
     { "sleep_park", lsleep_park }, { "sleep_wait", lsleep_wait },
     { "worker_id", lworker_id }, { "threads", lthreads },
-    { "in_task", lin_task }, { "is_job", lis_job },
+    { "in_task", lin_task },
     { NULL, NULL }
   };
   /* What lua/runtime.lua gives the C side: the job runner, the codec's
@@ -480,19 +502,17 @@ void nsh_lruntime_open(struct nsh_ctx *c, lua_State *L) {
     { "get_numbers", offsetof(struct nsh_ctx, get_numbers_ref) },
     { NULL, 0 }
   };
-  int i;
+  int i, mt;
 
   c->loop.data = c;
-  lua_newtable(L);
-  c->paths_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   load_module(L, "runtime");
   lua_newtable(L);
+  luaL_newmetatable(L, JOB_MT);          /* module core mt */
+  mt = lua_gettop(L);
   for (i = 0; core[i].name != NULL; i++)
-    set_fn(L, c, core[i].name, core[i].f);
-
-  luaL_newmetatable(L, JOB_MT);
-  set_fn(L, c, "__gc", job_gc);
-  set_fn(L, c, "__tostring", job_tostring);
+    set_fn(L, c, mt - 1, mt, core[i].name, core[i].f);
+  set_fn(L, c, mt, mt, "__gc", job_gc);
+  set_fn(L, c, mt, mt, "__tostring", job_tostring);
   lua_newtable(L);
   lua_setfield(L, -2, "__index");
   lua_setfield(L, -2, "job_mt");

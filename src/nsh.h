@@ -116,6 +116,19 @@ struct nsh_buf {
   size_t cap;
 };
 
+/* The encoder's identity map (codec.c). */
+struct nsh_idslot {
+  const void *key;
+  uint64_t val;
+  uint32_t gen;             /* the message it belongs to */
+};
+
+struct nsh_idmap {
+  struct nsh_idslot *slot;
+  size_t cap, n;
+  uint32_t gen;
+};
+
 struct nsh_ctx {
   nshost_runtime_t *rt;
   int id;                   /* 0: a script state, 1..T: a worker */
@@ -128,9 +141,14 @@ struct nsh_ctx {
   struct nsh_msg *jobs;     /* workers: jobs not started yet, FIFO */
   struct nsh_msg *jobs_tail;
   struct nsh_task *tasks;   /* job tasks alive (workers) */
+  struct nsh_task *spare;   /* finished tasks kept for reuse */
+  int nspare;
   struct nsh_job *failed;   /* failures nobody has seen yet */
   int ntasks;
   struct nsh_buf scratch;   /* the encoder's buffer, reused */
+  struct nsh_idmap ids;     /* the encoder's identity map, reused */
+  int encoding;             /* an encoding is under way (or was cut
+                             * short by a Lua error: see run_ready) */
   int tasks_ref;            /* registry: task table (coroutines) */
   int runner_ref;           /* registry: runs a job under xpcall */
   int fail_ref;             /* workers: describes a failed job */
@@ -141,7 +159,6 @@ struct nsh_ctx {
   int put_numbers_ref;      /* registry: the codec's loops in Lua */
   int get_numbers_ref;
   int decoded_poolable;     /* the last decode's job fn can be pooled */
-  int paths_ref;            /* scripts: package.path last published */
   int main_done;            /* scripts: the main task has ended */
   long inflight;            /* jobs spawned here, outcome not back */
   atomic_int stopping;      /* workers: finish, then leave the loop */
@@ -152,7 +169,7 @@ struct nsh_ctx {
   _Atomic(struct nsh_job *) running;    /* workers: job running now */
   atomic_long load;         /* workers, p2c: jobs queued or running */
   int wait_depth;           /* waits in place on the C stack now */
-  int tabs[10];             /* registry refs of the codec's tables */
+  int tabs[9];              /* registry refs of the codec's tables */
   size_t mem_used;          /* bytes in L, when there is a limit */
   size_t mem_limit;
   uv_thread_t thread;
@@ -259,6 +276,8 @@ int nsh_codec_decode(struct nsh_ctx *c, lua_State *L, const char *data,
 void nsh_codec_pool_put(struct nsh_ctx *c, lua_State *L, int idx);
 /* Builds the per-state tables the codec needs (standard functions). */
 void nsh_codec_open(lua_State *L);
+/* Frees what the codec keeps in c outside the Lua state. */
+void nsh_codec_free(struct nsh_ctx *c);
 
 /* The wire format, for messages built and read in C (client.c). */
 #define NSH_WIRE_STD 100

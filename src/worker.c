@@ -185,8 +185,10 @@ static struct nsh_msg *failed_msg(struct nsh_ctx *c, const char *prefix,
   lua_pushlightuserdata(c->L, &a);
   lua_pushvalue(c->L, -4);
   lua_pushvalue(c->L, -4);
-  if (lua_pcall(c->L, 3, 0, 0) != 0)
+  if (lua_pcall(c->L, 3, 0, 0) != 0) {
     lua_pop(c->L, 1);
+    c->encoding = 0;          /* an encoding there may have been cut short */
+  }
   lua_pop(c->L, 2);
   if (a.out == NULL) {
     /* Most likely out of memory: say so rather than lose the job. */
@@ -334,6 +336,7 @@ void nsh_worker_job_done(struct nsh_ctx *c, struct nsh_task *t, int status) {
     if (lua_cpcall(L, done_p, &a) == 0)
       m = a.out;
     else {
+      c->encoding = 0;        /* as in failed_msg */
       lua_pushnil(L);
       m = failed_msg(c, "the job's results cannot be returned: ", NULL);
     }
