@@ -28,6 +28,7 @@
 #define FRESH_AT 7000          /* stack slots before going on a new thread */
 #define LUA_LOOP_MIN 16        /* array length worth a call into Lua */
 #define LUA_TCDATA_JIT 10      /* LuaJIT's type number for cdata */
+#define MAX_USED 16            /* shared closures one message can have */
 
 enum {
   T_NIL, T_FALSE, T_TRUE, T_NUM, T_STR, T_TABLE, T_REF, T_FUNC, T_STD,
@@ -42,7 +43,7 @@ enum {
 
 /* Registry keys: the addresses of these are unique. */
 static char key_stdname, key_stdfn, key_objs, key_refs;
-static char key_dumps, key_loads, key_pool, key_fnkey, key_used;
+static char key_dumps, key_loads, key_pool, key_fnkey;
 
 struct enc {
   struct nsh_ctx *c;
@@ -72,6 +73,7 @@ struct dec {
   int depth;
   int reused;                       /* the job's function is poolable */
   int nused;                        /* shared closures handed out */
+  const void *used[MAX_USED];
   uint64_t index;                   /* which top-level value */
   const char *err;
 };
@@ -413,26 +415,28 @@ static int put_bytecode(struct enc *e, int idx) {
 }
 
 
-/* Writes upvalue i of the function at idx, which has id fid.  An
- * upvalue that an earlier function of the message shares (two closures
- * over one local) is written as a join to that function's upvalue. */
-static int put_upvalue(struct enc *e, int idx, int fid, int i) {
+/* Writes upvalue i of the function at idx, which has id fid; its value
+ * is on top, and its name is name.  Pops the value.  An upvalue that an
+ * earlier function of the message shares (two closures over one local)
+ * is written as a join to that function's upvalue. */
+static int put_upvalue(struct enc *e, int idx, int fid, int i,
+                       const char *name) {
   lua_State *L = e->L;
   void *uid = lua_upvalueid(L, idx, i);
   uint64_t *code = ids_find(e->ids, uid);
-  const char *name;
   int r;
 
   if (code != NULL) {
+    lua_pop(L, 1);
     if (fid == 1 || *code >> 8 == 1)
       e->fn1_shared = 1;
     return put_byte(e, T_UPREF) || put_varint(e, *code >> 8) ||
            put_byte(e, (int)(*code & 0xff)) ? -1 : 0;
   }
-  if (ids_add(e->ids, uid, (uint64_t)fid * 256 + (uint64_t)i) != 0)
+  if (ids_add(e->ids, uid, (uint64_t)fid * 256 + (uint64_t)i) != 0) {
+    lua_pop(L, 1);
     return fail(e, "not enough memory for the message");
-
-  name = lua_getupvalue(L, idx, i);
+  }
   if (fid == 1 && lua_rawequal(L, -1, idx)) {
     /* The job's function calling itself: that keeps it poolable. */
     lua_pop(L, 1);
@@ -440,7 +444,7 @@ static int put_upvalue(struct enc *e, int idx, int fid, int i) {
   }
   r = encode(e, lua_gettop(L));
   lua_pop(L, 1);
-  return r != 0 ? step(e, "upvalue '%.48s'", name != NULL ? name : "?") : 0;
+  return r != 0 ? step(e, "upvalue '%.48s'", name) : 0;
 }
 
 
@@ -477,23 +481,32 @@ static int push_env(lua_State *L, int idx) {
 
 static int encode_function(struct enc *e, int idx) {
   lua_State *L = e->L;
-  lua_Debug ar;
-  size_t flagpos;
+  const char *name;
+  size_t flagpos, nuppos;
   int r, i, fid, flags = 0;
 
   r = remember(e, idx);
   if (r != 0)
     return r < 0 ? -1 : 0;
   fid = e->nobj;
-  lua_pushvalue(L, idx);
-  lua_getinfo(L, ">u", &ar);
   flagpos = e->b->len + 1;
   if (put_byte(e, T_FUNC) != 0 || put_byte(e, 0) != 0 ||
-      put_bytecode(e, idx) != 0 || put_varint(e, (uint64_t)ar.nups) != 0)
+      put_bytecode(e, idx) != 0)
     return -1;
-  for (i = 1; i <= ar.nups; i++)
-    if (put_upvalue(e, idx, fid, i) != 0)
+  /* The upvalue count is one byte (a varint below 128; LuaJIT allows
+   * 60), written once the upvalues have been counted. */
+  nuppos = e->b->len;
+  if (put_byte(e, 0) != 0)
+    return -1;
+  for (i = 1; (name = lua_getupvalue(L, idx, i)) != NULL; i++) {
+    if (i > 127) {
+      lua_pop(L, 1);
+      return fail(e, "a function with more than 127 upvalues");
+    }
+    if (put_upvalue(e, idx, fid, i, name) != 0)
       return -1;
+  }
+  e->b->data[nuppos] = (char)(i - 1);
 
   if (push_env(L, idx)) {
     flags |= FN_ENV;
@@ -684,14 +697,15 @@ static void push_registry_table(lua_State *L, void *key, const char *mode) {
 /* The codec's tables, by number. */
 enum {
   TB_OBJS, TB_STDNAME, TB_DUMPS, TB_REFS, TB_STDFN, TB_LOADS,
-  TB_POOL, TB_FNKEY, TB_USED, TB_N
+  TB_POOL, TB_FNKEY, TB_N
 };
+_Static_assert(TB_N == sizeof(((struct nsh_ctx *)0)->tabs) / sizeof(int),
+               "struct nsh_ctx has a reference for each table");
 
 static const struct { void *key; const char *mode; } tables[TB_N] = {
   { &key_objs, NULL }, { &key_stdname, NULL },
   { &key_dumps, "k" }, { &key_refs, NULL }, { &key_stdfn, NULL },
-  { &key_loads, NULL }, { &key_pool, NULL }, { &key_fnkey, "k" },
-  { &key_used, NULL }
+  { &key_loads, NULL }, { &key_pool, NULL }, { &key_fnkey, "k" }
 };
 
 /* Pushes table k.  A context with a state of its own keeps a registry
@@ -948,43 +962,19 @@ static int has_globals(lua_State *L) {
 
 /* The shared closure on top may stand for one function of a message
  * only: two closures of one literal are two functions.  Returns 0 if
- * this message already has it. */
+ * this message already has it, or has handed out as many as it keeps
+ * track of (then the caller loads a closure of its own). */
 static int hand_out(struct dec *d) {
-  lua_State *L = d->L;
-
-  push_tab(d->c, L, TB_USED);
-  lua_pushvalue(L, -2);
-  lua_rawget(L, -2);
-  if (!lua_isnil(L, -1)) {
-    lua_pop(L, 2);
-    return 0;
-  }
-  lua_pop(L, 1);
-  lua_pushvalue(L, -2);
-  lua_pushboolean(L, 1);
-  lua_rawset(L, -3);
-  lua_pushvalue(L, -2);
-  lua_rawseti(L, -2, ++d->nused);
-  lua_pop(L, 1);
-  return 1;
-}
-
-
-static void forget_used(struct dec *d) {
-  lua_State *L = d->L;
+  const void *f = lua_topointer(d->L, -1);
   int i;
 
-  if (d->nused == 0)
-    return;
-  push_tab(d->c, L, TB_USED);
-  for (i = 1; i <= d->nused; i++) {
-    lua_rawgeti(L, -1, i);
-    lua_pushnil(L);
-    lua_rawset(L, -3);
-    lua_pushnil(L);
-    lua_rawseti(L, -2, i);
-  }
-  lua_pop(L, 1);
+  for (i = 0; i < d->nused; i++)
+    if (d->used[i] == f)
+      return 0;
+  if (d->nused == MAX_USED)
+    return 0;
+  d->used[d->nused++] = f;
+  return 1;
 }
 
 
@@ -1367,14 +1357,12 @@ int nsh_codec_decode(struct nsh_ctx *c, lua_State *L, const char *data,
 
   c->decoded_poolable = d.reused;
   clear_refs(L, d.refs, d.nobj);
-  forget_used(&d);
   for (i = 0; i < (uint64_t)ntabs; i++)
     lua_remove(L, base + 1);
   return (int)n;
 
 error:
   clear_refs(L, d.refs, d.nobj);
-  forget_used(&d);
   lua_settop(L, base);
   lua_pushfstring(L, "cannot decode a message: %s", d.err);
   return -1;

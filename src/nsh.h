@@ -169,7 +169,7 @@ struct nsh_ctx {
   _Atomic(struct nsh_job *) running;    /* workers: job running now */
   atomic_long load;         /* workers, p2c: jobs queued or running */
   int wait_depth;           /* waits in place on the C stack now */
-  int tabs[9];              /* registry refs of the codec's tables */
+  int tabs[8];              /* registry refs of the codec's tables */
   size_t mem_used;          /* bytes in L, when there is a limit */
   size_t mem_limit;
   uv_thread_t thread;
