@@ -101,46 +101,37 @@ function core.new_int64(kind)
   return ffi.new(kind == 1 and "int64_t" or "uint64_t")
 end
 
--- The codec's loops over arrays of numbers.  In Lua, LuaJIT compiles
--- them to a few instructions a number; through the C API each number
--- costs a few hundred.  A record is the codec's tag byte for a number,
--- then the double.
+-- The codec's loops over arrays of numbers (src/codec.c, put_numbers).
+-- In Lua, LuaJIT compiles them to a few instructions a number; through
+-- the C API each number costs a few hundred.  p is the address of an
+-- aligned array of doubles, passed as a number.
 do
   local ffi = require("ffi")
-  ffi.cdef("typedef struct __attribute__((packed)) { uint8_t tag; "
-    .. "double v; } nshost_numrec_;")
-  local recs, T_NUM, rawget = ffi.typeof("nshost_numrec_ *"), 3, rawget
+  local doubles, rawget = ffi.typeof("double *"), rawget
 
   -- Writes t[1..n] at p up to the first value that is not a number;
   -- returns how many it wrote and, when that is all n, whether t has
   -- keys other than 1..n.
   function core.put_numbers(t, n, p)
-    local r, i = ffi.cast(recs, p), 0
-    while i < n do
-      local v = rawget(t, i + 1)
-      if type(v) ~= "number" then return i, true end
-      r[i].tag = T_NUM
-      r[i].v = v
-      i = i + 1
+    local r = ffi.cast(doubles, p)
+    for i = 1, n do
+      local v = rawget(t, i)
+      if type(v) ~= "number" then return i - 1, true end
+      r[i - 1] = v
     end
     for k in next, t do
       if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then
-        return i, true
+        return n, true
       end
     end
-    return i, false
+    return n, false
   end
 
-  -- Reads up to n number records at p into t[1..]; returns how many.
+  -- Reads n doubles at p into t[1..n].
   function core.get_numbers(t, p, n)
-    local r, i = ffi.cast(recs, p), 0
-    while i < n and r[i].tag == T_NUM do
-      t[i + 1] = r[i].v
-      i = i + 1
-    end
-    return i
+    local r = ffi.cast(doubles, p)
+    for i = 1, n do t[i] = r[i - 1] end
   end
-
 end
 
 -- Jobs submitted from C (nshost_call, nshost_eval) run these.

@@ -32,7 +32,8 @@
 
 enum {
   T_NIL, T_FALSE, T_TRUE, T_NUM, T_STR, T_TABLE, T_REF, T_FUNC, T_STD,
-  T_UPREF, T_I64, T_U64
+  T_UPREF, T_I64, T_U64,
+  T_NUMS     /* in a table's array only: a run of numbers, see below */
 };
 
 /* Flags of a T_FUNC. */
@@ -293,6 +294,51 @@ static int in_run(lua_State *L, int kidx, size_t n) {
 }
 
 
+/* A run of numbers at the start of a table's array, written by a loop
+ * in Lua that LuaJIT compiles (through the C API each number costs a few
+ * hundred instructions; there, a few):
+ *
+ *   T_NUMS, count (a 5-byte varint), pad (a byte, 0-7), pad zero bytes,
+ *   count doubles, aligned to 8 from the start of the message.
+ *
+ * The loop stops at the first value that is not a number; when it gets
+ * to n, it also says whether the table has keys besides 1..n.  Sets *i
+ * to the index after the run. */
+static void put_numbers(struct enc *e, int idx, size_t n, size_t *i,
+                        int *more) {
+  lua_State *L = e->L;
+  size_t start = e->b->len, at, count = 0;
+  int pad;
+
+  if (n >= (1u << 28) || nsh_buf_reserve(e->b, 16 + n * 8) != 0)
+    return;
+  at = start + 7;
+  pad = (int)(-at & 7);
+  at += (size_t)pad;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->c->put_numbers_ref);
+  lua_pushvalue(L, idx);
+  lua_pushinteger(L, (lua_Integer)n);
+  /* An address as a number: LuaJIT compiles that cast, not one from a
+   * light userdata. */
+  lua_pushnumber(L, (lua_Number)(uintptr_t)(e->b->data + at));
+  if (lua_pcall(L, 3, 2, 0) == 0) {
+    count = (size_t)lua_tointeger(L, -2);
+    *more = count < n || lua_toboolean(L, -1);
+  }
+  lua_pop(L, 2);
+  if (count == 0)
+    return;
+  e->b->data[start] = T_NUMS;
+  for (int k = 0; k < 5; k++)
+    e->b->data[start + 1 + k] = (char)(((count >> (7 * k)) & 0x7f) |
+                                       (k < 4 ? 0x80 : 0));
+  e->b->data[start + 6] = (char)pad;
+  memset(e->b->data + start + 7, 0, (size_t)pad);
+  e->b->len = at + count * 8;
+  *i = count + 1;
+}
+
+
 /* A table is its run 1..#t as bare values, then every other key and
  * value, a nil, and the metatable. */
 static int encode_table(struct enc *e, int idx) {
@@ -308,21 +354,8 @@ static int encode_table(struct enc *e, int idx) {
     return -1;
   i = 1;
   more = 1;
-  if (n >= LUA_LOOP_MIN && e->c->put_numbers_ref != LUA_NOREF &&
-      n < (1u << 26) && nsh_buf_reserve(e->b, n * 9) == 0) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, e->c->put_numbers_ref);
-    lua_pushvalue(L, idx);
-    lua_pushinteger(L, (lua_Integer)n);
-    /* An address as a number: LuaJIT compiles that cast, not one from a
-     * light userdata. */
-    lua_pushnumber(L, (lua_Number)(uintptr_t)(e->b->data + e->b->len));
-    if (lua_pcall(L, 3, 2, 0) == 0) {
-      i += (size_t)lua_tointeger(L, -2);
-      more = lua_toboolean(L, -1);
-    }
-    lua_pop(L, 2);
-    e->b->len += (i - 1) * 9;
-  }
+  if (n >= LUA_LOOP_MIN && e->c->put_numbers_ref != LUA_NOREF)
+    put_numbers(e, idx, n, &i, &more);
   for (; i <= n; i++) {
     lua_rawgeti(L, idx, (int)i);
     /* Numbers are most of what arrays hold: write them in place. */
@@ -885,6 +918,44 @@ static int get_lstr(struct dec *d, const char **s, size_t *n) {
 static int decode(struct dec *d);
 
 
+/* Reads a run of numbers (see put_numbers) into t[1..]; sets *i to the
+ * index after it. */
+static int get_numbers(struct dec *d, int t, uint64_t narr, uint64_t *i) {
+  lua_State *L = d->L;
+  uint64_t count;
+  const unsigned char *nums;
+  int pad;
+
+  if (get_varint(d, &count) != 0 || d->p >= d->end)
+    return -1;
+  pad = *d->p++;
+  if (count == 0 || count > narr || pad > 7 ||
+      (uint64_t)(d->end - d->p) < pad + count * 8)
+    return bad(d, "a truncated run of numbers");
+  nums = d->p + pad;
+  d->p = nums + count * 8;
+  *i = count + 1;
+  if (((uintptr_t)nums & 7) == 0 && d->c->get_numbers_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, d->c->get_numbers_ref);
+    lua_pushvalue(L, t);
+    lua_pushnumber(L, (lua_Number)(uintptr_t)nums);
+    lua_pushinteger(L, (lua_Integer)count);
+    if (lua_pcall(L, 3, 0, 0) == 0)
+      return 0;
+    lua_pop(L, 1);
+  }
+  /* Not aligned (a message read at an offset), or a state without the
+   * helper: one at a time. */
+  for (uint64_t k = 0; k < count; k++) {
+    lua_Number x;
+    memcpy(&x, nums + k * 8, sizeof(x));
+    lua_pushnumber(L, x);
+    lua_rawseti(L, t, (int)(k + 1));
+  }
+  return 0;
+}
+
+
 static int decode_table(struct dec *d) {
   lua_State *L = d->L;
   uint64_t narr, i;
@@ -900,16 +971,10 @@ static int decode_table(struct dec *d) {
   lua_rawseti(L, d->refs, ++d->nobj);
 
   i = 1;
-  if (narr >= LUA_LOOP_MIN && d->c->get_numbers_ref != LUA_NOREF) {
-    uint64_t room = (uint64_t)(d->end - d->p) / 9;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, d->c->get_numbers_ref);
-    lua_pushvalue(L, t);
-    lua_pushnumber(L, (lua_Number)(uintptr_t)d->p);
-    lua_pushinteger(L, (lua_Integer)(narr < room ? narr : room));
-    if (lua_pcall(L, 3, 1, 0) == 0)
-      i += (uint64_t)lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    d->p += (i - 1) * 9;
+  if (d->p < d->end && *d->p == T_NUMS) {
+    d->p++;
+    if (get_numbers(d, t, narr, &i) != 0)
+      return -1;
   }
   for (; i <= narr; i++) {
     /* Numbers straight in: arrays of them are the common case. */
@@ -1611,7 +1676,21 @@ static int skip(struct dec *d) {
   case T_TABLE:
     if (get_varint(d, &n) != 0)
       return -1;
-    for (i = 0; i < n; i++)
+    i = 0;
+    if (d->p < d->end && *d->p == T_NUMS) {
+      uint64_t count;
+      int pad;
+      d->p++;
+      if (get_varint(d, &count) != 0 || d->p >= d->end)
+        return -1;
+      pad = *d->p++;
+      if (count > n || pad > 7 ||
+          (uint64_t)(d->end - d->p) < pad + count * 8)
+        return -1;
+      d->p += pad + count * 8;
+      i = count;
+    }
+    for (; i < n; i++)
       if (skip(d) != 0)
         return -1;
     while (d->p < d->end && *d->p != T_NIL)

@@ -1,0 +1,191 @@
+-- The codec's and the scheduler's fast paths must not change what
+-- arrives: arrays of numbers go as one run of doubles (written and read
+-- by loops in Lua), messages of plain values skip the codec's tables,
+-- and a worker runs new jobs on the coroutines of finished ones.
+
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local support = dofile(here .. "support.lua")
+local pack, echo = support.pack, support.echo
+
+-- The bits of every number in t[1..n], as text, the same on both sides.
+local function bits(t, n)
+  local ffi = require("ffi")
+  local u = ffi.new("union { double d; uint32_t w[2]; }")
+  local out = {}
+  for i = 1, n do
+    if type(t[i]) ~= "number" then
+      out[i] = tostring(t[i])
+    else
+      u.d = t[i]
+      out[i] = ("%08x%08x"):format(tonumber(u.w[1]), tonumber(u.w[0]))
+    end
+  end
+  return table.concat(out, " ")
+end
+
+describe("arrays of numbers", function()
+  it("cross bit-exact with NaN, -0, infinities and denormals in them",
+     function()
+    local t = {}
+    for i = 1, 64 do t[i] = i / 7 end
+    t[3], t[10], t[20], t[30], t[40] = 0 / 0, -0.0, math.huge, -math.huge,
+      5e-324
+    local back = echo(t)
+    assert.are.equal(bits(t, 64), bits(back, 64))
+    -- And as the worker sees them.
+    assert.are.equal(bits(t, 64), runtime.spawn(function(u)
+      local ffi = require("ffi")
+      local v = ffi.new("union { double d; uint32_t w[2]; }")
+      local out = {}
+      for i = 1, 64 do
+        v.d = u[i]
+        out[i] = ("%08x%08x"):format(tonumber(v.w[1]), tonumber(v.w[0]))
+      end
+      return table.concat(out, " ")
+    end, t):await())
+  end)
+
+  it("keep what follows the numbers: other values and other keys",
+     function()
+    local inner = { 1 }
+    local t = {}
+    for i = 1, 40 do t[i] = i end
+    t[41], t[42], t[43] = "forty-one", true, inner
+    t.name, t[-1], t[0], t[100], t[1.5] = "x", "minus one", "zero",
+      "hundred", "one and a half"
+    local back = echo(t)
+    assert.are.same(t, back)
+    assert.are.equal(43, #back)
+  end)
+
+  it("keep the other keys when every value of 1..n is a number",
+     function()
+    local t = {}
+    for i = 1, 30 do t[i] = i * 2 end
+    t.extra, t[0], t[31.5] = "kept", "zero", "between"
+    local back = echo(t)
+    assert.are.same(t, back)
+  end)
+
+  it("stop at the first value that is not a number, even a hole",
+     function()
+    local t = {}
+    for i = 1, 50 do t[i] = i end
+    t[25] = nil
+    local back = echo(t)
+    for i = 1, 50 do assert.are.equal(t[i], back[i]) end
+    t[25] = "string in the middle"
+    back = echo(t)
+    for i = 1, 50 do assert.are.equal(t[i], back[i]) end
+  end)
+
+  it("are read raw: a metatable's __index and __len are not called",
+     function()
+    local calls = 0
+    local mt = {
+      __index = function() calls = calls + 1; return 0 end,
+      __len = function() calls = calls + 1; return 1000 end,
+    }
+    local t = setmetatable({}, mt)
+    for i = 1, 20 do rawset(t, i, i + 0.25) end
+    local back = echo(t)
+    assert.are.equal(0, calls)
+    for i = 1, 20 do assert.are.equal(i + 0.25, rawget(back, i)) end
+    assert.are.equal(nil, rawget(back, 21))
+  end)
+
+  it("arrive in an error value, read at any offset in the message",
+     function()
+    -- The error text before the value changes its length, so the
+    -- doubles land at every alignment.
+    for pad = 0, 8 do
+      local ok, e = pcall(function()
+        return runtime.spawn(function(p)
+          local t = { tag = p }
+          for i = 1, 24 do t[i] = i + p / 10 end
+          error(setmetatable(t, { __tostring = function()
+            return ("x"):rep(p)
+          end }))
+        end, pad):await()
+      end)
+      assert.is_false(ok)
+      assert.are.equal("table", type(e))
+      assert.are.equal(pad, e.tag)
+      for i = 1, 24 do assert.are.equal(i + pad / 10, e[i]) end
+    end
+  end)
+
+  it("of 100,000 numbers cross both ways", function()
+    local t = {}
+    for i = 1, 100000 do t[i] = i * 0.5 end
+    local n, sum, back = runtime.spawn(function(u)
+      local s = 0
+      for i = 1, #u do s = s + u[i] end
+      return #u, s, u
+    end, t):await()
+    assert.are.equal(100000, n)
+    assert.are.equal(100000 * 100001 / 4, sum)
+    assert.are.equal(100000, #back)
+    assert.are.equal(50000, back[100000])
+  end)
+end)
+
+describe("plain messages", function()
+  it("carry nil, booleans, numbers and strings exactly", function()
+    local r = pack(echo(nil, false, true, 0, -0.0, 1e308, "", "a\0b"))
+    assert.are.equal(8, r.n)
+    assert.are.equal(nil, r[1])
+    assert.are.equal(false, r[2])
+    assert.are.equal(true, r[3])
+    assert.are.equal(-math.huge, 1 / r[5])
+    assert.are.equal("a\0b", r[8])
+  end)
+end)
+
+describe("a worker's reused coroutines", function()
+  it("give each job the worker's globals, whatever the last job did",
+     function()
+    local T = runtime.threads()
+    local jobs = {}
+    -- Jobs that swap their coroutine's globals for a table of their own,
+    -- then jobs that look: every one must see the worker's globals.
+    for i = 1, 20 * T do
+      jobs[i] = runtime.spawn(function()
+        setfenv(0, { marker = true })
+        return getfenv(0).marker
+      end)
+    end
+    for i = 1, #jobs do assert.is_true(jobs[i]:await()) end
+    for i = 1, 100 * T do
+      jobs[i] = runtime.spawn(function()
+        return getfenv(0) == _G and _G.marker == nil and
+          loadstring("return marker")() == nil
+      end)
+    end
+    for i = 1, 100 * T do assert.is_true(jobs[i]:await(), "job " .. i) end
+  end)
+
+  it("run jobs after jobs that failed, yielded or returned many values",
+     function()
+    local jobs = {}
+    for i = 1, 300 do
+      local kind = i % 3
+      jobs[i] = runtime.spawn(function(k, n)
+        if k == 0 then error("failed " .. n, 0) end
+        if k == 1 then runtime.sleep(0) end
+        return n, n + 1, n + 2
+      end, kind, i)
+    end
+    for i = 1, 300 do
+      local r = pack(pcall(jobs[i].await, jobs[i]))
+      if i % 3 == 0 then
+        assert.are.equal(false, r[1])
+        -- The message, then the worker's traceback.
+        assert.are.equal("failed " .. i .. "\nstack traceback",
+                         (r[2]:match("^[^\n]*\n[^:]*"):gsub(" %(.*", "")))
+      else
+        assert.are.same({ n = 4, true, i, i + 1, i + 2 }, r)
+      end
+    end
+  end)
+end)
