@@ -119,6 +119,18 @@ do
       if type(v) ~= "number" then return i - 1, true end
       r[i - 1] = v
     end
+    -- Other keys?  Walking every key costs more than the loop above,
+    -- so first a shortcut.  LuaJIT keeps integer keys below its array
+    -- size in the array part, and accepts any index in that range as
+    -- next's key, raising an error only for a key that is neither
+    -- there nor in the hash part.  So when next(t, n + 1) does not raise
+    -- (t[n + 1] is nil), 1..n are all in the array part, and next goes
+    -- on over the rest of the array and the whole hash part: nothing
+    -- there, and nothing at 0, means no other keys.
+    if rawget(t, 0) == nil and rawget(t, n + 1) == nil then
+      local ok, k = pcall(next, t, n + 1)
+      if ok then return n, k ~= nil end
+    end
     for k in next, t do
       if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then
         return n, true
