@@ -51,7 +51,7 @@ struct enc {
   lua_State *L;
   struct nsh_buf *b;
   struct nsh_idmap *ids;            /* object -> id, upvalue -> join */
-  int objs, stdname, dumps;         /* stack indices of the tables */
+  int objs, dumps;                  /* stack indices of the tables */
   int nobj;
   int nuv;                          /* upvalue ids met, in objs[-k] */
   int depth;
@@ -78,6 +78,59 @@ struct dec {
   uint64_t index;                   /* which top-level value */
   const char *err;
 };
+
+/* ---- The codec's tables ---------------------------------------------- */
+
+static void push_registry_table(lua_State *L, void *key, const char *mode) {
+  lua_pushlightuserdata(L, key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  if (!lua_isnil(L, -1))
+    return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  if (mode != NULL) {
+    lua_createtable(L, 0, 1);
+    lua_pushstring(L, mode);
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+  }
+  lua_pushlightuserdata(L, key);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+
+/* The codec's tables, by number. */
+enum {
+  TB_OBJS, TB_STDNAME, TB_DUMPS, TB_REFS, TB_STDFN, TB_LOADS,
+  TB_POOL, TB_FNKEY, TB_N
+};
+_Static_assert(TB_N == sizeof(((struct nsh_ctx *)0)->tabs) / sizeof(int),
+               "struct nsh_ctx has a reference for each table");
+
+static const struct { void *key; const char *mode; } tables[TB_N] = {
+  { &key_objs, NULL }, { &key_stdname, NULL },
+  { &key_dumps, "k" }, { &key_refs, NULL }, { &key_stdfn, NULL },
+  { &key_loads, NULL }, { &key_pool, NULL }, { &key_fnkey, "k" }
+};
+
+/* Pushes table k.  A context with a state of its own keeps a registry
+ * reference to each, which is an array read instead of a hash lookup;
+ * the tables are never replaced, only cleared, so it stays valid. */
+static void push_tab(struct nsh_ctx *c, lua_State *L, int k) {
+  int own = c != NULL && c->L != NULL;
+
+  if (own && c->tabs[k] != 0) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->tabs[k]);
+    return;
+  }
+  push_registry_table(L, tables[k].key, tables[k].mode);
+  if (own) {
+    lua_pushvalue(L, -1);
+    c->tabs[k] = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+}
+
 
 /* ---- Buffers ----------------------------------------------------------- */
 
@@ -130,17 +183,38 @@ static int step(struct enc *e, const char *fmt, ...) {
 
 
 static int put(struct enc *e, const void *p, size_t n) {
-  if (nsh_buf_reserve(e->b, n) != 0)
+  struct nsh_buf *b = e->b;
+
+  if (b->cap - b->len < n && nsh_buf_reserve(b, n) != 0)
     return fail(e, "not enough memory for the message");
-  memcpy(e->b->data + e->b->len, p, n);
-  e->b->len += n;
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
   return 0;
 }
 
 
 static int put_byte(struct enc *e, int tag) {
   unsigned char t = (unsigned char)tag;
+
+  if (e->b->len < e->b->cap) {
+    e->b->data[e->b->len++] = (char)t;
+    return 0;
+  }
   return put(e, &t, 1);
+}
+
+
+/* A number: its tag and its 8 bytes. */
+static int put_number(struct enc *e, lua_Number d) {
+  struct nsh_buf *b = e->b;
+
+  if (b->cap - b->len < 1 + sizeof(d) &&
+      nsh_buf_reserve(b, 1 + sizeof(d)) != 0)
+    return fail(e, "not enough memory for the message");
+  b->data[b->len] = T_NUM;
+  memcpy(b->data + b->len + 1, &d, sizeof(d));
+  b->len += 1 + sizeof(d);
+  return 0;
 }
 
 
@@ -229,8 +303,9 @@ static void ids_reset(struct nsh_idmap *m) {
 
 void nsh_codec_free(struct nsh_ctx *c) {
   free(c->ids.slot);
-  c->ids.slot = NULL;
-  c->ids.cap = 0;
+  free(c->std.slot);
+  memset(&c->ids, 0, sizeof(c->ids));
+  memset(&c->std, 0, sizeof(c->std));
 }
 
 
@@ -358,16 +433,6 @@ static int encode_table(struct enc *e, int idx) {
     put_numbers(e, idx, n, &i, &more);
   for (; i <= n; i++) {
     lua_rawgeti(L, idx, (int)i);
-    /* Numbers are most of what arrays hold: write them in place. */
-    if (lua_type(L, -1) == LUA_TNUMBER &&
-        nsh_buf_reserve(e->b, 1 + sizeof(lua_Number)) == 0) {
-      lua_Number x = lua_tonumber(L, -1);
-      e->b->data[e->b->len] = T_NUM;
-      memcpy(e->b->data + e->b->len + 1, &x, sizeof(x));
-      e->b->len += 1 + sizeof(x);
-      lua_pop(L, 1);
-      continue;
-    }
     r = encode(e, lua_gettop(L));
     lua_pop(L, 1);
     if (r != 0)
@@ -563,16 +628,17 @@ static int put_std(struct enc *e, int idx) {
   const char *name;
   int r;
 
-  lua_pushvalue(L, idx);
-  lua_rawget(L, e->stdname);
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
+  /* Most values are not standard ones: the set in C says so quickly. */
+  if (ids_find(&e->c->std, lua_topointer(L, idx)) == NULL)
     return 0;
-  }
+  push_tab(e->c, L, TB_STDNAME);
+  lua_pushvalue(L, idx);
+  lua_rawget(L, -2);
   name = lua_tostring(L, -1);
-  r = put_byte(e, T_STD) || put_lstr(e, name, strlen(name));
-  lua_pop(L, 1);
-  return r ? -1 : 1;
+  r = name == NULL ? 0 :
+      put_byte(e, T_STD) || put_lstr(e, name, strlen(name)) ? -1 : 1;
+  lua_pop(L, 2);
+  return r;
 }
 
 
@@ -624,16 +690,16 @@ static int encode_fresh(struct enc *e, int idx) {
   lua_State *L = e->L, *T;
   int r, objs = e->objs;
 
-  T = fresh_thread(L, objs, 3);
+  T = fresh_thread(L, objs, 2);
   if (T == NULL)
     return fail(e, "a value nested too deeply for the Lua stack");
   lua_pushvalue(L, idx);
   lua_xmove(L, T, 1);
   e->L = T;
-  e->objs = 1, e->stdname = 2, e->dumps = 3;
+  e->objs = 1, e->dumps = 2;
   r = encode(e, lua_gettop(T));
   e->L = L;
-  e->objs = objs, e->stdname = objs + 1, e->dumps = objs + 2;
+  e->objs = objs, e->dumps = objs + 1;
   lua_pop(L, 1);
   return r;
 }
@@ -641,7 +707,6 @@ static int encode_fresh(struct enc *e, int idx) {
 
 static int encode(struct enc *e, int idx) {
   lua_State *L = e->L;
-  lua_Number d;
   size_t n;
   const char *s;
   int r;
@@ -652,10 +717,7 @@ static int encode(struct enc *e, int idx) {
   case LUA_TBOOLEAN:
     return put_byte(e, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
   case LUA_TNUMBER:
-    d = lua_tonumber(L, idx);
-    if (put_byte(e, T_NUM) != 0)
-      return -1;
-    return put(e, &d, sizeof(d));
+    return put_number(e, lua_tonumber(L, idx));
   case LUA_TSTRING:
     s = lua_tolstring(L, idx, &n);
     if (put_byte(e, T_STR) != 0)
@@ -704,57 +766,6 @@ static int encode(struct enc *e, int idx) {
     return encode_cdata(e, idx);
   default:
     return fail(e, "a value of an unknown type");
-  }
-}
-
-
-static void push_registry_table(lua_State *L, void *key, const char *mode) {
-  lua_pushlightuserdata(L, key);
-  lua_rawget(L, LUA_REGISTRYINDEX);
-  if (!lua_isnil(L, -1))
-    return;
-  lua_pop(L, 1);
-  lua_newtable(L);
-  if (mode != NULL) {
-    lua_createtable(L, 0, 1);
-    lua_pushstring(L, mode);
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-  }
-  lua_pushlightuserdata(L, key);
-  lua_pushvalue(L, -2);
-  lua_rawset(L, LUA_REGISTRYINDEX);
-}
-
-
-/* The codec's tables, by number. */
-enum {
-  TB_OBJS, TB_STDNAME, TB_DUMPS, TB_REFS, TB_STDFN, TB_LOADS,
-  TB_POOL, TB_FNKEY, TB_N
-};
-_Static_assert(TB_N == sizeof(((struct nsh_ctx *)0)->tabs) / sizeof(int),
-               "struct nsh_ctx has a reference for each table");
-
-static const struct { void *key; const char *mode; } tables[TB_N] = {
-  { &key_objs, NULL }, { &key_stdname, NULL },
-  { &key_dumps, "k" }, { &key_refs, NULL }, { &key_stdfn, NULL },
-  { &key_loads, NULL }, { &key_pool, NULL }, { &key_fnkey, "k" }
-};
-
-/* Pushes table k.  A context with a state of its own keeps a registry
- * reference to each, which is an array read instead of a hash lookup;
- * the tables are never replaced, only cleared, so it stays valid. */
-static void push_tab(struct nsh_ctx *c, lua_State *L, int k) {
-  int own = c != NULL && c->L != NULL;
-
-  if (own && c->tabs[k] != 0) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->tabs[k]);
-    return;
-  }
-  push_registry_table(L, tables[k].key, tables[k].mode);
-  if (own) {
-    lua_pushvalue(L, -1);
-    c->tabs[k] = luaL_ref(L, LUA_REGISTRYINDEX);
   }
 }
 
@@ -839,14 +850,12 @@ int nsh_codec_encode(struct nsh_ctx *c, lua_State *L, int first, int n,
   e.why[0] = '\0';
   e.ninner = e.nouter = 0;
   base = lua_gettop(L);
-  e.objs = e.stdname = e.dumps = 0;
+  e.objs = e.dumps = 0;
   if (!all_plain(L, first, n)) {
     push_tab(c, L, TB_OBJS);
-    push_tab(c, L, TB_STDNAME);
     push_tab(c, L, TB_DUMPS);
     e.objs = base + 1;
-    e.stdname = base + 2;
-    e.dumps = base + 3;
+    e.dumps = base + 2;
   }
   c->encoding = 1;
 
@@ -1502,6 +1511,7 @@ void nsh_codec_open(lua_State *L) {
   static const char *const extra[] = {
     "ffi", "jit.util", "jit.profile", "table.new", "table.clear", NULL
   };
+  struct nsh_ctx *c = nsh_ctx_of(L);
   int names, fns, i;
 
   push_registry_table(L, &key_stdname, NULL);
@@ -1550,7 +1560,20 @@ void nsh_codec_open(lua_State *L) {
       walk(L, names, fns, "job", lua_gettop(L), 1);
     lua_pop(L, 1);
   }
-  lua_pop(L, 3);
+  lua_pop(L, 1);
+
+  /* The same objects as a set in C, which the encoder asks first.  The
+   * names table keeps them alive, so their addresses stay theirs. */
+  if (c != NULL) {
+    c->std.gen = 1;
+    lua_pushnil(L);
+    while (lua_next(L, names) != 0) {
+      lua_pop(L, 1);
+      if (ids_add(&c->std, lua_topointer(L, -1), 1) != 0)
+        luaL_error(L, "not enough memory");
+    }
+  }
+  lua_pop(L, 2);
 }
 
 /* ---- Building and reading messages from C ---------------------------- */

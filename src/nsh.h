@@ -147,6 +147,7 @@ struct nsh_ctx {
   int ntasks;
   struct nsh_buf scratch;   /* the encoder's buffer, reused */
   struct nsh_idmap ids;     /* the encoder's identity map, reused */
+  struct nsh_idmap std;     /* the standard values: a set for the encoder */
   int encoding;             /* an encoding is under way (or was cut
                              * short by a Lua error: see run_ready) */
   int tasks_ref;            /* registry: task table (coroutines) */
