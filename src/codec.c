@@ -22,6 +22,10 @@
 
 #include "nsh.h"
 
+/* xxHash from its header alone: nothing to link. */
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 #define MAX_DEPTH 12000
 #define PATH_INNER 8           /* innermost path steps kept */
 #define PATH_OUTER 16          /* outermost path steps kept */
@@ -44,7 +48,7 @@ enum {
 
 /* Registry keys: the addresses of these are unique. */
 static char key_stdname, key_stdfn, key_objs, key_refs;
-static char key_dumps, key_loads, key_pool, key_fnkey;
+static char key_dumps;
 
 struct enc {
   struct nsh_ctx *c;
@@ -69,10 +73,10 @@ struct dec {
   struct nsh_ctx *c;
   lua_State *L;
   const unsigned char *p, *end;
-  int refs, stdfn, loads;
+  int refs, stdfn;
   int nobj;
   int depth;
-  int reused;                       /* the job's function is poolable */
+  struct nsh_poolkey pool;          /* the job's function is poolable */
   int nused;                        /* shared closures handed out */
   const void *used[MAX_USED];
   uint64_t index;                   /* which top-level value */
@@ -102,16 +106,14 @@ static void push_registry_table(lua_State *L, void *key, const char *mode) {
 
 /* The codec's tables, by number. */
 enum {
-  TB_OBJS, TB_STDNAME, TB_DUMPS, TB_REFS, TB_STDFN, TB_LOADS,
-  TB_POOL, TB_FNKEY, TB_N
+  TB_OBJS, TB_STDNAME, TB_DUMPS, TB_REFS, TB_STDFN, TB_N
 };
 _Static_assert(TB_N == sizeof(((struct nsh_ctx *)0)->tabs) / sizeof(int),
                "struct nsh_ctx has a reference for each table");
 
 static const struct { void *key; const char *mode; } tables[TB_N] = {
   { &key_objs, NULL }, { &key_stdname, NULL },
-  { &key_dumps, "k" }, { &key_refs, NULL }, { &key_stdfn, NULL },
-  { &key_loads, NULL }, { &key_pool, NULL }, { &key_fnkey, "k" }
+  { &key_dumps, "k" }, { &key_refs, NULL }, { &key_stdfn, NULL }
 };
 
 /* Pushes table k.  A context with a state of its own keeps a registry
@@ -301,7 +303,10 @@ static void ids_reset(struct nsh_idmap *m) {
 }
 
 
+static void free_fns(struct nsh_ctx *c);
+
 void nsh_codec_free(struct nsh_ctx *c) {
+  free_fns(c);
   free(c->ids.slot);
   free(c->std.slot);
   memset(&c->ids, 0, sizeof(c->ids));
@@ -770,17 +775,6 @@ static int encode(struct enc *e, int idx) {
 }
 
 
-static void clear_table(lua_State *L, int t) {
-  lua_pushnil(L);
-  while (lua_next(L, t) != 0) {
-    lua_pop(L, 1);
-    lua_pushvalue(L, -1);
-    lua_pushnil(L);
-    lua_rawset(L, t);
-  }
-}
-
-
 /* Forgets the objects of this message; the tables stay for the next. */
 static void forget(struct enc *e) {
   for (int i = 1; i <= e->nobj; i++) {
@@ -1016,11 +1010,6 @@ static int decode_table(struct dec *d) {
 }
 
 
-/* Functions without upvalues or environment are loaded once per
- * bytecode and shared: nothing in them can differ between jobs.  The
- * cache is dropped whole when it grows past a bound. */
-#define MAX_LOADS 256
-
 /* Is the function on top still running with the globals?  A job may
  * have called setfenv on it; such a closure is never reused, since
  * LuaJIT's compiled code may keep using the environment it saw. */
@@ -1052,145 +1041,203 @@ static int hand_out(struct dec *d) {
 }
 
 
-static int load_function(struct dec *d, const char *bc, size_t n,
-                         int share) {
-  lua_State *L = d->L;
-  int count;
+/* ---- Loaded functions, per bytecode --------------------------------- */
 
-  if (share) {
-    lua_pushlstring(L, bc, n);
-    lua_rawget(L, d->loads);
-    if (!lua_isnil(L, -1) && has_globals(L)) {
-      if (hand_out(d))
-        return 0;
-      share = 0;             /* taken: this one gets a closure of its own */
+/* A worker keeps what it loaded, per bytecode, in a cache in C (the
+ * bytecode need not become a Lua string to be looked up):
+ *
+ * - Functions without upvalues or environment are loaded once and
+ *   shared: nothing in them can differ between jobs.
+ * - Loading bytecode makes new prototypes, and LuaJIT compiles traces per
+ *   prototype: a job function loaded afresh for every job would be
+ *   compiled again every time.  So the closures of job functions that
+ *   ran are pooled, and the next job of the same bytecode gets one of
+ *   them with its new upvalues.  Only the job's own function is pooled,
+ *   only when nothing else in the message refers to it or shares its
+ *   upvalues (the encoder's FN_REUSE), and only when it has no inner
+ *   functions, which could keep its upvalues alive after the job.
+ *
+ * The cache has FN_SETS sets of FN_WAYS entries, picked by the hash of
+ * the bytecode; a new bytecode takes the least recently used entry of
+ * its set, and what that entry held is let go.  Each entry pools at most
+ * POOL_PER_KEY closures. */
+#define FN_SETS 64
+#define FN_WAYS 4
+#define POOL_PER_KEY 8
+
+struct nsh_fnentry {
+  uint64_t hash;
+  size_t len;               /* 0: the entry is free */
+  char *bc;
+  int shared;               /* registry ref: the shared closure */
+  int pool;                 /* registry ref: table of pooled closures */
+  int children;             /* has inner functions: -1 not known yet */
+  uint32_t serial;          /* changes whenever the entry is reused */
+  uint64_t used;            /* when it was last looked up */
+};
+
+struct nsh_fncache {
+  struct nsh_fnentry e[FN_SETS * FN_WAYS];
+  uint64_t clock;
+  uint32_t serial;
+};
+
+
+static void fn_entry_clear(lua_State *L, struct nsh_fnentry *e) {
+  free(e->bc);
+  if (L != NULL) {
+    luaL_unref(L, LUA_REGISTRYINDEX, e->shared);
+    luaL_unref(L, LUA_REGISTRYINDEX, e->pool);
+  }
+  e->bc = NULL;
+  e->len = 0;
+  e->shared = e->pool = LUA_NOREF;
+}
+
+
+/* The entry of bc, made if need be; NULL for a state without a context
+ * of its own, or when there is no memory. */
+static struct nsh_fnentry *fn_entry(struct nsh_ctx *c, const char *bc,
+                                    size_t n) {
+  struct nsh_fncache *fc = c->fns;
+  struct nsh_fnentry *set, *e, *old;
+  uint64_t h = XXH3_64bits(bc, n);
+  int i;
+
+  if (c->L == NULL)
+    return NULL;
+  if (fc == NULL) {
+    fc = c->fns = calloc(1, sizeof(*fc));
+    if (fc == NULL)
+      return NULL;
+    for (i = 0; i < FN_SETS * FN_WAYS; i++)
+      fc->e[i].shared = fc->e[i].pool = LUA_NOREF;
+  }
+  set = &fc->e[(h % FN_SETS) * FN_WAYS];
+  old = set;
+  for (i = 0; i < FN_WAYS; i++) {
+    e = &set[i];
+    if (e->len == n && e->hash == h && memcmp(e->bc, bc, n) == 0) {
+      e->used = ++fc->clock;
+      return e;
     }
+    if (e->used < old->used)
+      old = e;
+  }
+  e = old;
+  fn_entry_clear(c->L, e);
+  e->bc = malloc(n);
+  if (e->bc == NULL)
+    return NULL;
+  memcpy(e->bc, bc, n);
+  e->len = n;
+  e->hash = h;
+  e->children = -1;
+  e->serial = ++fc->serial;
+  e->used = ++fc->clock;
+  return e;
+}
+
+
+static void free_fns(struct nsh_ctx *c) {
+  if (c->fns == NULL)
+    return;
+  for (int i = 0; i < FN_SETS * FN_WAYS; i++)
+    fn_entry_clear(NULL, &c->fns->e[i]);
+  free(c->fns);
+  c->fns = NULL;
+}
+
+
+/* Pushes the shared closure of e, or loads bc and makes its closure the
+ * shared one.  A shared closure stands for one function per message
+ * (see hand_out); one already taken, or whose environment a job changed,
+ * is not shared again: then this loads a closure of its own. */
+static int load_function(struct dec *d, struct nsh_fnentry *e,
+                         const char *bc, size_t n) {
+  lua_State *L = d->L;
+
+  if (e != NULL && e->shared != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->shared);
+    if (has_globals(L) && hand_out(d))
+      return 0;
     lua_pop(L, 1);
+    e = NULL;
   }
   if (luaL_loadbuffer(L, bc, n, "=?") != 0) {
     lua_pop(L, 1);
     return bad(d, "bytecode that does not load");
   }
-  if (!share)
-    return 0;
-  lua_rawgeti(L, d->loads, 0);
-  count = (int)lua_tointeger(L, -1) + 1;
-  lua_pop(L, 1);
-  if (count > MAX_LOADS) {
-    clear_table(L, d->loads);
-    count = 1;
+  if (e != NULL) {
+    lua_pushvalue(L, -1);
+    e->shared = luaL_ref(L, LUA_REGISTRYINDEX);
+    hand_out(d);
   }
-  lua_pushinteger(L, count);
-  lua_rawseti(L, d->loads, 0);
-  lua_pushlstring(L, bc, n);
-  lua_pushvalue(L, -2);
-  lua_rawset(L, d->loads);
-  hand_out(d);
   return 0;
 }
 
-/* ---- The pool of job functions ----------------------------------------- */
 
-/* Loading bytecode makes new prototypes, and LuaJIT compiles traces per
- * prototype: a job function loaded afresh for every job would be
- * compiled again every time.  So a worker keeps the closures of job
- * functions that ran, per bytecode, and gives the next job of the same
- * bytecode one of them with its new upvalues.  Only the job's own
- * function is pooled, only when nothing else in the message refers to it
- * or shares its upvalues (the encoder's FN_REUSE), and only when it has
- * no inner functions, which could keep its upvalues alive after the job.
- * Both the closures per bytecode and the bytecodes are bounded. */
-#define POOL_PER_KEY 8
-#define POOL_KEYS 256
-
-/* Pushes a pooled closure for bc and returns 1, or returns 0. */
-static int take_pooled(struct dec *d, const char *bc, size_t n) {
+/* Pushes a pooled closure of e and returns 1, or returns 0. */
+static int take_pooled(struct dec *d, struct nsh_fnentry *e) {
   lua_State *L = d->L;
   int k;
 
-  push_tab(d->c, L, TB_POOL);
-  lua_pushlstring(L, bc, n);
-  lua_rawget(L, -2);
-  if (!lua_istable(L, -1)) {
-    lua_pop(L, 2);
+  if (e == NULL || e->pool == LUA_NOREF)
     return 0;
-  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->pool);
   k = (int)lua_objlen(L, -1);
   if (k == 0) {
-    lua_pop(L, 2);
+    lua_pop(L, 1);
     return 0;
   }
   lua_rawgeti(L, -1, k);
   lua_pushnil(L);
   lua_rawseti(L, -3, k);
-  lua_replace(L, -3);
-  lua_pop(L, 1);
+  lua_remove(L, -2);
   return 1;
 }
 
 
-/* A freshly loaded job function at the top: remember its bytecode, so
- * that it can go back to the pool, unless it has inner functions. */
-static void mark_poolable(struct dec *d, const char *bc, size_t n) {
+/* Can the freshly loaded job function on top go back to e's pool after
+ * the job?  Not if it has inner functions. */
+static int poolable(struct dec *d, struct nsh_fnentry *e) {
   lua_State *L = d->L;
-  int f = lua_gettop(L);
 
-  lua_rawgeti(L, LUA_REGISTRYINDEX, d->c->children_ref);
-  lua_pushvalue(L, f);
-  lua_call(L, 1, 1);
-  if (!lua_toboolean(L, -1)) {
-    push_tab(d->c, L, TB_FNKEY);
-    lua_pushvalue(L, f);
-    lua_pushlstring(L, bc, n);
-    lua_rawset(L, -3);
+  if (e->children < 0) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, d->c->children_ref);
+    lua_pushvalue(L, -2);
+    lua_call(L, 1, 1);
+    e->children = lua_toboolean(L, -1);
     lua_pop(L, 1);
-    d->reused = 1;
   }
-  lua_settop(L, f);
+  return !e->children;
 }
 
 
-void nsh_codec_pool_put(struct nsh_ctx *c, lua_State *L, int idx) {
-  int keys;
+void nsh_codec_pool_put(struct nsh_ctx *c, lua_State *L, int idx,
+                        struct nsh_poolkey key) {
+  struct nsh_fnentry *e;
 
-  if (idx < 0)
-    idx = lua_gettop(L) + idx + 1;
-  lua_pushvalue(L, idx);
-  keys = has_globals(L);
-  lua_pop(L, 1);
-  if (!keys)
+  if (c->fns == NULL || key.slot < 0 || key.slot >= FN_SETS * FN_WAYS)
     return;
-  push_tab(c, L, TB_FNKEY);
+  e = &c->fns->e[key.slot];
+  if (e->serial != key.serial || e->len == 0)
+    return;                              /* the entry went to another */
   lua_pushvalue(L, idx);
-  lua_rawget(L, -2);                     /* fnkey bc */
-  if (!lua_isstring(L, -1)) {
-    lua_pop(L, 2);
+  if (!has_globals(L)) {
+    lua_pop(L, 1);
     return;
   }
-  push_tab(c, L, TB_POOL);
-  lua_pushvalue(L, -2);
-  lua_rawget(L, -2);                     /* fnkey bc pool list */
-  if (!lua_istable(L, -1)) {
-    lua_pop(L, 1);
-    lua_rawgeti(L, -1, 0);
-    keys = (int)lua_tointeger(L, -1) + 1;
-    lua_pop(L, 1);
-    if (keys > POOL_KEYS) {
-      clear_table(L, lua_gettop(L));
-      keys = 1;
-    }
-    lua_pushinteger(L, keys);
-    lua_rawseti(L, -2, 0);
-    lua_newtable(L);
-    lua_pushvalue(L, -3);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, -4);                   /* pool[bc] = list */
+  if (e->pool == LUA_NOREF) {
+    lua_createtable(L, POOL_PER_KEY, 0);
+    e->pool = luaL_ref(L, LUA_REGISTRYINDEX);
   }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->pool);
   if (lua_objlen(L, -1) < POOL_PER_KEY) {
-    lua_pushvalue(L, idx);
+    lua_pushvalue(L, -2);
     lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
   }
-  lua_pop(L, 4);
+  lua_pop(L, 2);
 }
 
 
@@ -1199,25 +1246,26 @@ static int decode_function(struct dec *d) {
   const char *bc;
   size_t n;
   uint64_t nups, i, fid;
-  int f, flags, reuse, pooled = 0;
+  struct nsh_fnentry *e;
+  int f, flags, reuse, pooled;
 
   if (d->p >= d->end)
     return bad(d, "a truncated function");
   flags = *d->p++;
   if (get_lstr(d, &bc, &n) != 0 || get_varint(d, &nups) != 0)
     return -1;
+  e = fn_entry(d->c, bc, n);
   /* Without upvalues the shared closure of load_function serves. */
   reuse = (flags & FN_REUSE) && nups > 0 && d->index == 0 &&
-          d->depth == 1 && d->c->children_ref != LUA_NOREF;
-  if (reuse)
-    pooled = take_pooled(d, bc, n);
-  if (!pooled &&
-      load_function(d, bc, n, nups == 0 && !(flags & FN_ENV)) != 0)
+          d->depth == 1 && d->c->children_ref != LUA_NOREF && e != NULL;
+  pooled = reuse && take_pooled(d, e);
+  if (!pooled && load_function(d, nups == 0 && !(flags & FN_ENV) ? e : NULL,
+                               bc, n) != 0)
     return -1;
-  if (pooled)
-    d->reused = 1;
-  else if (reuse)
-    mark_poolable(d, bc, n);
+  if (pooled || (reuse && poolable(d, e))) {
+    d->pool.slot = (int)(e - d->c->fns->e);
+    d->pool.serial = e->serial;
+  }
   f = lua_gettop(L);
   lua_pushvalue(L, f);
   lua_rawseti(L, d->refs, ++d->nobj);
@@ -1278,14 +1326,14 @@ static int decode_fresh(struct dec *d) {
   lua_State *L = d->L, *T;
   int r, refs = d->refs;
 
-  T = fresh_thread(L, refs, 3);
+  T = fresh_thread(L, refs, 2);
   if (T == NULL)
     return bad(d, "a value nested too deeply for the Lua stack");
   d->L = T;
-  d->refs = 1, d->stdfn = 2, d->loads = 3;
+  d->refs = 1, d->stdfn = 2;
   r = decode(d);
   d->L = L;
-  d->refs = refs, d->stdfn = refs + 1, d->loads = refs + 2;
+  d->refs = refs, d->stdfn = refs + 1;
   if (r == 0) {
     lua_xmove(T, L, 1);
     lua_remove(L, -2);
@@ -1405,6 +1453,7 @@ int nsh_codec_decode(struct nsh_ctx *c, lua_State *L, const char *data,
   int base, ntabs = 0;
 
   memset(&d, 0, sizeof(d));
+  d.pool.slot = -1;
   d.c = c;
   d.L = L;
   d.p = (const unsigned char *)data;
@@ -1419,17 +1468,15 @@ int nsh_codec_decode(struct nsh_ctx *c, lua_State *L, const char *data,
   if (!plain_values(&d, n)) {
     push_tab(c, L, TB_REFS);
     push_tab(c, L, TB_STDFN);
-    push_tab(c, L, TB_LOADS);
     d.refs = base + 1;
     d.stdfn = base + 2;
-    d.loads = base + 3;
-    ntabs = 3;
+    ntabs = 2;
   }
   for (d.index = 0; d.index < n; d.index++)
     if (decode(&d) != 0)
       goto error;
 
-  c->decoded_poolable = d.reused;
+  c->decoded_pool = d.pool;
   clear_refs(L, d.refs, d.nobj);
   for (i = 0; i < (uint64_t)ntabs; i++)
     lua_remove(L, base + 1);

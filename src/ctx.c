@@ -245,7 +245,7 @@ static int pool_put_p(lua_State *L) {
 
   lua_rawgeti(L, LUA_REGISTRYINDEX, nsh_ctx_of(L)->tasks_ref);
   lua_rawgeti(L, -1, t->fn_ref);
-  nsh_codec_pool_put(nsh_ctx_of(L), L, -1);
+  nsh_codec_pool_put(nsh_ctx_of(L), L, lua_gettop(L), t->pool);
   return 0;
 }
 

@@ -77,6 +77,14 @@ void nsh_inbox_destroy(struct nsh_inbox *ib);
 
 struct nsh_task;
 struct nsh_ctx;
+struct nsh_fncache;
+
+/* Where a job's function goes back to when the job is over: an entry
+ * of the worker's function cache (codec.c); slot -1 for nowhere. */
+struct nsh_poolkey {
+  int slot;
+  uint32_t serial;
+};
 
 /* A job as its spawner sees it.  Owned by the spawner's context: only
  * that thread reads or writes it, except for refs. */
@@ -105,6 +113,7 @@ struct nsh_task {
   int started;              /* resumed at least once */
   int status;               /* how the coroutine ended */
   int fn_ref;               /* in the task table: a poolable job fn */
+  struct nsh_poolkey pool;  /* and where it goes back to */
   int abandoned;            /* a script's main task left by a signal */
   struct nsh_task *wnext;   /* next waiter on the same job */
   struct nsh_task *prev, *next;  /* a worker's live job tasks */
@@ -159,7 +168,8 @@ struct nsh_ctx {
   int new_int64_ref;        /* registry: a new 64-bit integer cdata */
   int put_numbers_ref;      /* registry: the codec's loops in Lua */
   int get_numbers_ref;
-  int decoded_poolable;     /* the last decode's job fn can be pooled */
+  struct nsh_poolkey decoded_pool;  /* the last decode's job fn's pool */
+  struct nsh_fncache *fns;  /* functions loaded, per bytecode (codec.c) */
   int main_done;            /* scripts: the main task has ended */
   long inflight;            /* jobs spawned here, outcome not back */
   atomic_int stopping;      /* workers: finish, then leave the loop */
@@ -170,7 +180,7 @@ struct nsh_ctx {
   _Atomic(struct nsh_job *) running;    /* workers: job running now */
   atomic_long load;         /* workers, p2c: jobs queued or running */
   int wait_depth;           /* waits in place on the C stack now */
-  int tabs[8];              /* registry refs of the codec's tables */
+  int tabs[5];              /* registry refs of the codec's tables */
   size_t mem_used;          /* bytes in L, when there is a limit */
   size_t mem_limit;
   uv_thread_t thread;
@@ -274,7 +284,8 @@ int nsh_codec_decode(struct nsh_ctx *c, lua_State *L, const char *data,
                      size_t len);
 /* Gives the job function at idx back to the pool of its bytecode,
  * if it was marked poolable when decoded. */
-void nsh_codec_pool_put(struct nsh_ctx *c, lua_State *L, int idx);
+void nsh_codec_pool_put(struct nsh_ctx *c, lua_State *L, int idx,
+                        struct nsh_poolkey key);
 /* Builds the per-state tables the codec needs (standard functions). */
 void nsh_codec_open(lua_State *L);
 /* Frees what the codec keeps in c outside the Lua state. */

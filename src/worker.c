@@ -242,11 +242,12 @@ static int start_p(lua_State *L) {
   a->t = nsh_task_new(a->c, n);
   if (a->t == NULL)
     return luaL_error(L, "not enough memory");
-  if (a->c->decoded_poolable) {
+  if (a->c->decoded_pool.slot >= 0) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, a->c->tasks_ref);
     lua_pushvalue(a->t->co, 2);
     lua_xmove(a->t->co, L, 1);
     a->t->fn_ref = luaL_ref(L, -2);
+    a->t->pool = a->c->decoded_pool;
     lua_pop(L, 1);
   }
   return 0;
