@@ -244,3 +244,39 @@ describe("a worker's reused coroutines", function()
     end
   end)
 end)
+
+-- A worker keeps the functions it loaded in a bounded cache, per
+-- bytecode: more distinct functions than it holds must each still run
+-- their own code, with or without upvalues, pooled or shared.
+describe("a worker's cache of loaded functions", function()
+  local function make(i, with_upvalue)
+    if with_upvalue then
+      local k = i
+      return loadstring(("local k = ... return function(x) "
+        .. "runtime.sleep(1) return x * %d + k end"):format(i))(k)
+    end
+    -- Jobs that wait let other jobs load (and evict) in the meantime.
+    return loadstring(("return function(x) runtime.sleep(1) "
+      .. "return x * %d + %d end"):format(i, i))()
+  end
+
+  for _, with_upvalue in ipairs({ true, false }) do
+    it("runs each of 600 functions as itself, 4000 jobs, upvalues: "
+       .. tostring(with_upvalue), function()
+      local rand = support.generator(with_upvalue and 77 or 78)
+      local fns = {}
+      for i = 1, 600 do fns[i] = make(i, with_upvalue) end
+      local jobs, which = {}, {}
+      for j = 1, 4000 do
+        -- A few hot functions, and a long tail that evicts.
+        local i = rand(2) == 0 and 1 + rand(600) or 1 + rand(5)
+        which[j] = i
+        jobs[j] = runtime.spawn(fns[i], j)
+      end
+      for j = 1, 4000 do
+        local i = which[j]
+        assert.are.equal(j * i + i, jobs[j]:await(), "job " .. j)
+      end
+    end)
+  end
+end)
