@@ -1199,7 +1199,9 @@ static int take_pooled(struct dec *d, struct nsh_fnentry *e) {
 
 
 /* Can the freshly loaded job function on top go back to e's pool after
- * the job?  Not if it has inner functions. */
+ * the job?  Not if it has inner functions.  The pool's table is made
+ * here, while decoding, which is protected: putting a closure back
+ * (nsh_codec_pool_put) then allocates nothing, and so cannot fail. */
 static int poolable(struct dec *d, struct nsh_fnentry *e) {
   lua_State *L = d->L;
 
@@ -1210,7 +1212,13 @@ static int poolable(struct dec *d, struct nsh_fnentry *e) {
     e->children = lua_toboolean(L, -1);
     lua_pop(L, 1);
   }
-  return !e->children;
+  if (e->children)
+    return 0;
+  if (e->pool == LUA_NOREF) {
+    lua_createtable(L, POOL_PER_KEY, 0);
+    e->pool = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  return 1;
 }
 
 
@@ -1221,16 +1229,12 @@ void nsh_codec_pool_put(struct nsh_ctx *c, lua_State *L, int idx,
   if (c->fns == NULL || key.slot < 0 || key.slot >= FN_SETS * FN_WAYS)
     return;
   e = &c->fns->e[key.slot];
-  if (e->serial != key.serial || e->len == 0)
+  if (e->serial != key.serial || e->len == 0 || e->pool == LUA_NOREF)
     return;                              /* the entry went to another */
   lua_pushvalue(L, idx);
   if (!has_globals(L)) {
     lua_pop(L, 1);
     return;
-  }
-  if (e->pool == LUA_NOREF) {
-    lua_createtable(L, POOL_PER_KEY, 0);
-    e->pool = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, e->pool);
   if (lua_objlen(L, -1) < POOL_PER_KEY) {

@@ -240,28 +240,19 @@ struct nsh_task *nsh_task_new(struct nsh_ctx *c, int nargs) {
 }
 
 
-static int pool_put_p(lua_State *L) {
-  struct nsh_task *t = lua_touserdata(L, 1);
-
-  lua_rawgeti(L, LUA_REGISTRYINDEX, nsh_ctx_of(L)->tasks_ref);
-  lua_rawgeti(L, -1, t->fn_ref);
-  nsh_codec_pool_put(nsh_ctx_of(L), L, lua_gettop(L), t->pool);
-  return 0;
-}
-
-
 void nsh_task_free(struct nsh_ctx *c, struct nsh_task *t) {
   int keep = t->status == 0 && lua_status(t->co) == 0 &&
              c->nspare < MAX_SPARE;
 
-  /* The job is over: its function may serve the next one.  Protected,
-   * as the pool may need memory there is no more of. */
-  if (t->fn_ref != LUA_NOREF && lua_cpcall(c->L, pool_put_p, t) != 0)
-    lua_pop(c->L, 1);
   if (t->fn_ref != LUA_NOREF || !keep) {
     lua_rawgeti(c->L, LUA_REGISTRYINDEX, c->tasks_ref);
-    if (t->fn_ref != LUA_NOREF)
+    if (t->fn_ref != LUA_NOREF) {
+      /* The job is over: its function may serve the next one. */
+      lua_rawgeti(c->L, -1, t->fn_ref);
+      nsh_codec_pool_put(c, c->L, lua_gettop(c->L), t->pool);
+      lua_pop(c->L, 1);
       luaL_unref(c->L, -1, t->fn_ref);
+    }
     if (!keep)
       luaL_unref(c->L, -1, t->ref);
     lua_pop(c->L, 1);

@@ -282,8 +282,8 @@ int nsh_codec_encode(struct nsh_ctx *c, lua_State *L, int first, int n,
  * error message pushed. */
 int nsh_codec_decode(struct nsh_ctx *c, lua_State *L, const char *data,
                      size_t len);
-/* Gives the job function at idx back to the pool of its bytecode,
- * if it was marked poolable when decoded. */
+/* Gives the job function at idx back to the pool of its bytecode, the
+ * one key names.  Allocates nothing, so it needs no protected call. */
 void nsh_codec_pool_put(struct nsh_ctx *c, lua_State *L, int idx,
                         struct nsh_poolkey key);
 /* Builds the per-state tables the codec needs (standard functions). */
