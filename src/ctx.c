@@ -231,6 +231,7 @@ struct nsh_task *nsh_task_new(struct nsh_ctx *c, int nargs) {
     lua_pop(L, 1);
   }
   t->job = NULL;
+  t->msg = NULL;
   t->waiting = t->started = t->status = t->abandoned = 0;
   t->fn_ref = LUA_NOREF;
   t->wnext = t->prev = t->next = NULL;
@@ -244,6 +245,8 @@ void nsh_task_free(struct nsh_ctx *c, struct nsh_task *t) {
   int keep = t->status == 0 && lua_status(t->co) == 0 &&
              c->nspare < MAX_SPARE;
 
+  free(t->msg);
+  t->msg = NULL;
   if (t->fn_ref != LUA_NOREF || !keep) {
     lua_rawgeti(c->L, LUA_REGISTRYINDEX, c->tasks_ref);
     if (t->fn_ref != LUA_NOREF) {

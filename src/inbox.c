@@ -29,7 +29,7 @@ struct nsh_msg *nsh_msg_new(int kind, size_t len) {
   m->status = 0;
   m->worker = 0;
   m->job = NULL;
-  m->len = len;
+  m->len = m->cap = len;
   return m;
 }
 

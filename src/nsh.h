@@ -37,6 +37,7 @@ struct nsh_msg {
   int worker;               /* results: the worker that ran the job */
   struct nsh_job *job;
   size_t len;
+  size_t cap;               /* bytes of data allocated */
   char data[];
 };
 
@@ -109,6 +110,9 @@ struct nsh_task {
   lua_State *co;
   int ref;                  /* anchors co in the context's task table */
   struct nsh_job *job;      /* the job it runs (worker side), or NULL */
+  struct nsh_msg *msg;      /* the job's message, reused for the result:
+                             * then the spawner's thread both allocates
+                             * and frees it, which malloc likes best */
   int waiting;              /* parked: on a job or a timer */
   int started;              /* resumed at least once */
   int status;               /* how the coroutine ended */

@@ -38,13 +38,23 @@ struct nsh_ctx *nsh_ctx_enter(struct nsh_ctx *c) {
 
 /* ---- Outcomes ---------------------------------------------------------- */
 
-/* A result message around the context's scratch buffer. */
-static struct nsh_msg *scratch_msg(struct nsh_ctx *c, int status) {
-  struct nsh_msg *m;
+/* A result message with the context's scratch buffer in it: the job's
+ * own message when it is big enough, else a new one. */
+static struct nsh_msg *scratch_msg(struct nsh_ctx *c, struct nsh_task *t,
+                                   int status) {
+  struct nsh_msg *m = t->msg;
 
-  m = nsh_msg_new(NSH_MSG_RESULT, c->scratch.len);
-  if (m == NULL)
-    return NULL;
+  if (m != NULL && m->cap >= c->scratch.len) {
+    t->msg = NULL;
+    m->next = NULL;
+    m->kind = NSH_MSG_RESULT;
+    m->job = NULL;
+    m->len = c->scratch.len;
+  } else {
+    m = nsh_msg_new(NSH_MSG_RESULT, c->scratch.len);
+    if (m == NULL)
+      return NULL;
+  }
   memcpy(m->data, c->scratch.data, c->scratch.len);
   m->status = status;
   m->worker = c->id;
@@ -299,7 +309,7 @@ void nsh_worker_start_job(struct nsh_ctx *c, struct nsh_msg *m) {
     return;
   }
   a.t->job = m->job;
-  free(m);
+  a.t->msg = m;
   link_task(c, a.t);
   nsh_task_resume(c, a.t);
 }
@@ -323,7 +333,7 @@ static int done_p(lua_State *L) {
   lua_xmove(co, L, n);
   if (nsh_codec_encode(a->c, L, 2, n - 1, "result", 0) != 0)
     return lua_error(L);
-  a->out = scratch_msg(a->c, NSH_JOB_OK);
+  a->out = scratch_msg(a->c, a->t, NSH_JOB_OK);
   return 0;
 }
 
