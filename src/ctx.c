@@ -45,6 +45,21 @@ static void on_inbox(struct nsh_inbox *ib) {
 }
 
 
+/* Runs just before the loop polls.  When this turn may wait, the inbox
+ * is told, so that pushes wake it from now on; messages that came in
+ * since the last look are handled now, and the poll does not wait. */
+static void on_before_poll(uv_prepare_t *p) {
+  struct nsh_ctx *c = p->data;
+
+  if (!c->may_wait)
+    return;
+  if (nsh_inbox_sleep(&c->inbox)) {
+    on_inbox(&c->inbox);
+    uv_stop(&c->loop);
+  }
+}
+
+
 int nsh_ctx_init(struct nsh_ctx *c, nshost_runtime_t *rt, int id) {
   memset(c, 0, sizeof(*c));
   c->rt = rt;
@@ -59,6 +74,12 @@ int nsh_ctx_init(struct nsh_ctx *c, nshost_runtime_t *rt, int id) {
     uv_loop_close(&c->loop);
     return -1;
   }
+  /* Never fails on Unix; unreferenced, as it keeps nothing alive. */
+  uv_prepare_init(&c->loop, &c->before_poll);
+  c->before_poll.data = c;
+  uv_prepare_start(&c->before_poll, on_before_poll);
+  uv_unref((uv_handle_t *)&c->before_poll);
+  c->inbox.watched = 1;
   return 0;
 }
 
@@ -146,8 +167,8 @@ int nsh_ctx_open_lua(struct nsh_ctx *c) {
 
 
 static void close_cb(uv_handle_t *h) {
-  /* The inbox's poll handle is part of the context; the rest (timers)
-   * were allocated one by one. */
+  /* The inbox's poll handle and before_poll are part of the context;
+   * the rest (timers) were allocated one by one. */
   if (h->type == UV_TIMER)
     free(h);
 }
@@ -373,5 +394,8 @@ void nsh_ctx_run_ready(struct nsh_ctx *c) {
 void nsh_ctx_turn(struct nsh_ctx *c) {
   int busy = c->rlen > 0 || c->jobs != NULL;
 
+  c->may_wait = !busy;
   uv_run(&c->loop, busy ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+  c->may_wait = 0;
+  nsh_inbox_awake(&c->inbox);
 }

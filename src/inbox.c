@@ -54,6 +54,8 @@ int nsh_inbox_init(struct nsh_inbox *ib, uv_loop_t *loop, nsh_inbox_cb cb,
   ib->head = NULL;
   ib->tail = NULL;
   ib->closed = 0;
+  ib->watched = 0;
+  atomic_init(&ib->sleeping, 0);
   ib->cb = cb;
   ib->data = data;
   ib->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -101,9 +103,13 @@ int nsh_inbox_push(struct nsh_inbox *ib, struct nsh_msg *m) {
   ib->tail = m;
 
   /* A non-empty list means a wake-up is already on its way: the consumer
-   * empties the list only after it has been woken.  The write happens
-   * under the lock so that it cannot race with closing the inbox. */
-  if (was_empty)
+   * empties the list only after it has been woken, or when it looks
+   * before sleeping.  A watched consumer that is not about to sleep
+   * will look before it does.  The write happens under the lock so that
+   * it cannot race with closing the inbox, nor with nsh_inbox_sleep. */
+  if (was_empty && (!ib->watched ||
+                    atomic_load_explicit(&ib->sleeping,
+                                         memory_order_relaxed)))
     nsh_inbox_signal(ib);
   uv_mutex_unlock(&ib->lock);
   return 0;
@@ -119,6 +125,26 @@ struct nsh_msg *nsh_inbox_take(struct nsh_inbox *ib) {
   ib->tail = NULL;
   uv_mutex_unlock(&ib->lock);
   return m;
+}
+
+
+int nsh_inbox_sleep(struct nsh_inbox *ib) {
+  int queued;
+
+  /* Set before looking, under the lock that pushes take: a push either
+   * comes before the look (and is seen) or sees the flag (and wakes). */
+  atomic_store_explicit(&ib->sleeping, 1, memory_order_relaxed);
+  uv_mutex_lock(&ib->lock);
+  queued = ib->head != NULL;
+  if (queued)
+    atomic_store_explicit(&ib->sleeping, 0, memory_order_relaxed);
+  uv_mutex_unlock(&ib->lock);
+  return queued;
+}
+
+
+void nsh_inbox_awake(struct nsh_inbox *ib) {
+  atomic_store_explicit(&ib->sleeping, 0, memory_order_relaxed);
 }
 
 

@@ -43,7 +43,9 @@ struct nsh_msg {
 
 /* Multi-producer, single-consumer.  Producers append under the lock and
  * wake the consumer only when the list was empty, so a burst of pushes
- * costs one wake-up; the consumer takes the whole list at once. */
+ * costs one wake-up; the consumer takes the whole list at once.  A
+ * consumer that says when it is about to sleep (nsh_inbox_sleep) is
+ * woken only then: while it works, pushes cost no system call. */
 struct nsh_inbox;
 typedef void (*nsh_inbox_cb)(struct nsh_inbox *ib);
 
@@ -52,6 +54,8 @@ struct nsh_inbox {
   struct nsh_msg *head;
   struct nsh_msg *tail;
   int closed;
+  int watched;              /* the consumer says when it sleeps */
+  atomic_int sleeping;      /* it is about to wait, or waiting */
   int fd;                   /* an eventfd: readable means "look" */
   uv_poll_t poll;
   nsh_inbox_cb cb;          /* runs on the loop when woken */
@@ -68,6 +72,11 @@ void nsh_inbox_signal(struct nsh_inbox *ib);
 int nsh_inbox_push(struct nsh_inbox *ib, struct nsh_msg *m);
 /* Takes every queued message, oldest first; NULL when empty. */
 struct nsh_msg *nsh_inbox_take(struct nsh_inbox *ib);
+/* The consumer is about to wait for a wake-up: from now on, pushes wake
+ * it.  Returns 1 (and stays awake) if messages are already queued. */
+int nsh_inbox_sleep(struct nsh_inbox *ib);
+/* The consumer is awake again: pushes need not wake it. */
+void nsh_inbox_awake(struct nsh_inbox *ib);
 /* Refuses later pushes and returns what was still queued. */
 struct nsh_msg *nsh_inbox_close(struct nsh_inbox *ib);
 void nsh_inbox_wake(struct nsh_inbox *ib);
@@ -148,6 +157,8 @@ struct nsh_ctx {
   uv_loop_t loop;
   lua_State *L;
   struct nsh_inbox inbox;
+  uv_prepare_t before_poll; /* tells the inbox when the loop will wait */
+  int may_wait;             /* this turn of the loop may wait */
   struct nsh_task *current; /* the task running now, if any */
   struct nsh_task **ready;  /* ring of tasks to resume */
   size_t rhead, rlen, rcap;
