@@ -280,3 +280,34 @@ describe("a worker's cache of loaded functions", function()
     end)
   end
 end)
+
+-- User code can run in the middle of an encoding: the __index of a
+-- function's environment (looked up to see whether it stands for the
+-- globals) or a finalizer.  A spawn from there used to overwrite the
+-- message being built; now it is refused, and the outer spawn is whole.
+describe("a spawn while another spawn's values are being copied", function()
+  it("is refused with a message, and the outer job arrives intact",
+     function()
+    local inner_ok, inner_err
+    local env = setmetatable({}, {
+      __index = function(_, k)
+        if k == "_G" and inner_ok == nil then
+          inner_ok, inner_err = pcall(runtime.spawn, function()
+            return "inner"
+          end)
+        end
+        return nil
+      end,
+    })
+    local f = setfenv(function(a, b) return a + b, "outer" end, env)
+    local sum, tag = runtime.spawn(f, 20, 22):await()
+    assert.are.equal(42, sum)
+    assert.are.equal("outer", tag)
+    assert.is_false(inner_ok)
+    assert.is_truthy(tostring(inner_err):find(
+      "cannot send values while other values are being sent", 1, true),
+      tostring(inner_err))
+    -- And spawning works as before.
+    assert.are.equal(3, runtime.spawn(function() return 3 end):await())
+  end)
+end)

@@ -298,8 +298,12 @@ static uint32_t pick(nshost_runtime_t *rt, struct nsh_ctx *w) {
 
   if (rt->cfg.placement != NSHOST_PLACE_P2C || rt->threads < 2)
     return a;
-  /* Power of two choices: a second pick, and the lighter one wins. */
-  b = any_worker(rt);
+  /* Power of two choices: a second pick among the other workers, and
+   * the lighter one wins.  (Two picks that could land on one worker
+   * would be no choice at all half the time with two workers.) */
+  b = (a + 1 + (uint32_t)(((uint64_t)next_random() *
+                           (uint32_t)(rt->threads - 1)) >> 32)) %
+      (uint32_t)rt->threads;
   return atomic_load_explicit(&w[b].load, memory_order_relaxed) <
          atomic_load_explicit(&w[a].load, memory_order_relaxed) ? b : a;
 }

@@ -39,12 +39,17 @@ struct nsh_ctx *nsh_ctx_enter(struct nsh_ctx *c) {
 /* ---- Outcomes ---------------------------------------------------------- */
 
 /* A result message with the context's scratch buffer in it: the job's
- * own message when it is big enough, else a new one. */
+ * own message when the result fits and does not leave much of it unused
+ * (a result is kept until its job handle goes: a number must not hold
+ * on to the kilobytes its job came with), else a new one. */
+#define MAX_UNUSED 256
+
 static struct nsh_msg *scratch_msg(struct nsh_ctx *c, struct nsh_task *t,
                                    int status) {
   struct nsh_msg *m = t->msg;
 
-  if (m != NULL && m->cap >= c->scratch.len) {
+  if (m != NULL && m->cap >= c->scratch.len &&
+      m->cap - c->scratch.len <= MAX_UNUSED) {
     t->msg = NULL;
     m->next = NULL;
     m->kind = NSH_MSG_RESULT;
