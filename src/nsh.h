@@ -193,7 +193,7 @@ struct nsh_ctx {
   atomic_int interrupted;   /* scripts: the signal that stopped it */
   _Atomic(lua_State *) hook_L;          /* L, for other threads */
   _Atomic(struct nsh_job *) running;    /* workers: job running now */
-  atomic_long load;         /* workers, p2c: jobs queued or running */
+  long finished;            /* workers: jobs done, not yet told to p2c */
   int wait_depth;           /* waits in place on the C stack now */
   int tabs[5];              /* registry refs of the codec's tables */
   size_t mem_used;          /* bytes in L, when there is a limit */
@@ -258,6 +258,8 @@ struct nsh_ctx *nsh_runtime_workers(nshost_runtime_t *rt, int *err);
 /* Queues m on worker 1..T, or a random one for 0.  0, NSHOST_EINVAL
  * or NSHOST_ESHUTDOWN (then m stays the caller's). */
 int nsh_runtime_post(nshost_runtime_t *rt, struct nsh_msg *m, int worker);
+/* Worker worker (1..T) finished n jobs: for p2c's counts. */
+void nsh_runtime_jobs_done(nshost_runtime_t *rt, int worker, long n);
 /* The count of jobs not yet finished, across the runtime. */
 void nsh_runtime_job_added(nshost_runtime_t *rt);
 void nsh_runtime_job_ended(nshost_runtime_t *rt);

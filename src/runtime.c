@@ -34,6 +34,14 @@ struct nshost_runtime_s {
   uv_mutex_t paths_lock;               /* guards the two paths */
   char *path, *cpath;                  /* the scripts' package paths */
   atomic_int paths_version;
+  struct nsh_load *loads;              /* p2c: one per worker */
+};
+
+/* p2c's count of a worker's jobs, queued or running.  Each on a cache
+ * line of its own: spawners add to it and read it all the time, and its
+ * worker takes off what it finished, a batch at a time. */
+struct nsh_load {
+  _Alignas(64) atomic_long n;
 };
 
 void nsh_worker_main(void *arg);
@@ -132,6 +140,16 @@ int nshost_runtime_new(nshost_runtime_t **out, const nshost_config_t *cfg) {
   if (rt->cfg.shutdown_timeout_ms < 0)
     rt->cfg.shutdown_timeout_ms = 0;
   rt->threads = cfg->threads > 0 ? cfg->threads : cpu_count();
+  if (rt->cfg.placement == NSHOST_PLACE_P2C) {
+    rt->loads = aligned_alloc(_Alignof(struct nsh_load),
+                              (size_t)rt->threads * sizeof(*rt->loads));
+    if (rt->loads == NULL) {
+      free(rt);
+      return NSHOST_ENOMEM;
+    }
+    for (int i = 0; i < rt->threads; i++)
+      atomic_init(&rt->loads[i].n, 0);
+  }
 
   /* A mutex or condition that cannot be made leaves nothing to go on
    * with; libuv's own thread pool aborts in the same place. */
@@ -304,8 +322,8 @@ static uint32_t pick(nshost_runtime_t *rt, struct nsh_ctx *w) {
   b = (a + 1 + (uint32_t)(((uint64_t)next_random() *
                            (uint32_t)(rt->threads - 1)) >> 32)) %
       (uint32_t)rt->threads;
-  return atomic_load_explicit(&w[b].load, memory_order_relaxed) <
-         atomic_load_explicit(&w[a].load, memory_order_relaxed) ? b : a;
+  return atomic_load_explicit(&rt->loads[b].n, memory_order_relaxed) <
+         atomic_load_explicit(&rt->loads[a].n, memory_order_relaxed) ? b : a;
 }
 
 
@@ -325,14 +343,21 @@ int nsh_runtime_post(nshost_runtime_t *rt, struct nsh_msg *m, int worker) {
     i = (uint32_t)worker - 1;
   else
     i = pick(rt, w);
-  if (rt->cfg.placement == NSHOST_PLACE_P2C)
-    atomic_fetch_add_explicit(&w[i].load, 1, memory_order_relaxed);
+  if (rt->loads != NULL)
+    atomic_fetch_add_explicit(&rt->loads[i].n, 1, memory_order_relaxed);
   if (nsh_inbox_push(&w[i].inbox, m) != 0) {
-    if (rt->cfg.placement == NSHOST_PLACE_P2C)
-      atomic_fetch_sub_explicit(&w[i].load, 1, memory_order_relaxed);
+    if (rt->loads != NULL)
+      atomic_fetch_sub_explicit(&rt->loads[i].n, 1, memory_order_relaxed);
     return NSHOST_ESHUTDOWN;
   }
   return 0;
+}
+
+
+void nsh_runtime_jobs_done(nshost_runtime_t *rt, int worker, long n) {
+  if (rt->loads != NULL && n > 0)
+    atomic_fetch_sub_explicit(&rt->loads[worker - 1].n, n,
+                              memory_order_relaxed);
 }
 
 /* ---- Job accounting ---------------------------------------------------- */
@@ -543,6 +568,7 @@ void nshost_runtime_free(nshost_runtime_t *rt) {
   uv_mutex_destroy(&rt->paths_lock);
   free(rt->path);
   free(rt->cpath);
+  free(rt->loads);
   uv_mutex_destroy(&rt->start_lock);
   free(rt);
 }

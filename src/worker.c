@@ -96,8 +96,7 @@ static void reply(struct nsh_ctx *c, struct nsh_job *j, struct nsh_msg *m) {
     m->worker = c->id;
   }
   m->job = j;
-  if (nsh_runtime_config(c->rt)->placement == NSHOST_PLACE_P2C)
-    atomic_fetch_sub_explicit(&c->load, 1, memory_order_relaxed);
+  c->finished++;
   nsh_job_reply(c->rt, m);
 }
 
@@ -442,6 +441,10 @@ void nsh_worker_main(void *arg) {
 
   for (;;) {
     nsh_ctx_run_ready(c);
+    /* Told once per pass rather than per job: the count is shared with
+     * every spawning thread. */
+    nsh_runtime_jobs_done(c->rt, c->id, c->finished);
+    c->finished = 0;
     if (atomic_load(&c->cancel))
       break;
     if (atomic_load(&c->stopping) && c->ntasks == 0 && c->rlen == 0 &&

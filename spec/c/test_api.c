@@ -864,6 +864,52 @@ static void test_call_and_workers(void) {
 }
 
 
+/* --placement=p2c: of two workers, a job goes to the less loaded one.
+ * Worker 1 holds three jobs that sleep; each quick job then goes to
+ * worker 2.  (When the two picks could be one worker, a quarter of them
+ * went to worker 1.) */
+static void test_p2c_placement(void) {
+  nshost_config_t cfg;
+  nshost_runtime_t *rt = NULL;
+  nshost_client_t *c = NULL;
+  struct outcome sleepers[3], o;
+  int i, on_two = 0;
+
+  nshost_config_init(&cfg);
+  cfg.threads = 2;
+  cfg.placement = NSHOST_PLACE_P2C;
+  cfg.log = log_cb;
+  CHECK_INT(nshost_runtime_new(&rt, &cfg), 0);
+  CHECK_INT(nshost_client_new(rt, NULL, &c), 0);
+  memset(sleepers, 0, sizeof(sleepers));
+  for (i = 0; i < 3; i++)
+    CHECK_INT(nshost_eval(c, 1, "runtime.sleep(500) return 0", NULL,
+                          capture, &sleepers[i]), 0);
+  for (i = 0; i < 40; i++) {
+    uint64_t end = uv_hrtime() + 10000000000u;
+
+    memset(&o, 0, sizeof(o));
+    CHECK_INT(nshost_eval(c, 0, "return runtime.worker_id()", NULL,
+                          capture, &o), 0);
+    while (!o.called && uv_hrtime() < end)
+      nshost_client_poll(c, 100);
+    on_two += o.called && o.worker == 2;
+    outcome_free(&o);
+  }
+  CHECK_INT(on_two, 40);
+  /* The sleepers were still sleeping all along. */
+  for (i = 0; i < 3; i++)
+    CHECK_INT(sleepers[i].called, 0);
+  drain(c);
+  for (i = 0; i < 3; i++) {
+    CHECK_INT(sleepers[i].worker, 1);
+    outcome_free(&sleepers[i]);
+  }
+  nshost_client_free(c);
+  nshost_runtime_free(rt);
+}
+
+
 static void test_fire_and_forget(void) {
   nshost_runtime_t *rt = new_runtime(2, NULL);
   nshost_client_t *c = NULL;
@@ -1645,6 +1691,8 @@ int main(void) {
     { "errors: status ELUA with the message", test_errors, NULL },
     { "nshost_call: modules, globals, worker ids, polling",
       test_call_and_workers, NULL },
+    { "p2c placement sends jobs to the less loaded worker",
+      test_p2c_placement, NULL },
     { "fire and forget", test_fire_and_forget, NULL },
     { "nshost_client_free waits for the client's jobs",
       test_client_free_waits, NULL },
