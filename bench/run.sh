@@ -10,6 +10,7 @@
 # usage: bench/run.sh [workload...]     (default: every bench/w*.lua)
 # environment:
 #   NSHOST    the binary (default build/nshost next to this directory)
+#   PLACEMENT nshost's --placement, random (the default) or p2c
 #   LUAJIT    the interpreter for the luv peer (default luajit)
 #   SYSTEMS   which to run (default "nshost luv")
 #   RUNS      runs per workload, system and thread count (default 3)
@@ -21,6 +22,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 nshost=${NSHOST:-$here/../build/nshost}
+placement=${PLACEMENT:-random}
 luajit=${LUAJIT:-luajit}
 systems=${SYSTEMS:-"nshost luv"}
 runs=${RUNS:-3}
@@ -71,7 +73,8 @@ echo "# $("$nshost" -v 2>/dev/null | head -1) (git $(git -C "$here/.." \
 run_one() {
   local w=$1 s=$2 t=$3 n=$4 rc=0 bad res
   if [ "$s" = nshost ]; then
-    res=$("$nshost" -t "$t" "$here/$w.lua" $n) || rc=$?
+    res=$("$nshost" -t "$t" --placement="$placement" "$here/$w.lua" $n) \
+      || rc=$?
   else
     res=$(UV_THREADPOOL_SIZE=$t "$luajit" "$here/luv/$w.lua" $n) \
       || rc=$?
