@@ -33,6 +33,7 @@
 #define LUA_LOOP_MIN 16        /* array length worth a call into Lua */
 #define LUA_TCDATA_JIT 10      /* LuaJIT's type number for cdata */
 #define MAX_USED 16            /* shared closures one message can have */
+#define SCRATCH_KEEP (1u << 20) /* the encoder's buffer kept between uses */
 
 enum {
   T_NIL, T_FALSE, T_TRUE, T_NUM, T_STR, T_TABLE, T_REF, T_FUNC, T_STD,
@@ -404,8 +405,10 @@ static void put_numbers(struct enc *e, int idx, size_t n, size_t *i,
   if (lua_pcall(L, 3, 2, 0) == 0) {
     count = (size_t)lua_tointeger(L, -2);
     *more = count < n || lua_toboolean(L, -1);
+    lua_pop(L, 2);
+  } else {
+    lua_pop(L, 1);           /* out of memory: the C loop does it all */
   }
-  lua_pop(L, 2);
   if (count == 0)
     return;
   e->b->data[start] = T_NUMS;
@@ -832,6 +835,9 @@ int nsh_codec_encode(struct nsh_ctx *c, lua_State *L, int first, int n,
     return -1;
   }
   luaL_checkstack(L, 16, "too many values to send");
+  /* A buffer that one big message grew is given back, not kept. */
+  if (c->scratch.cap > SCRATCH_KEEP)
+    nsh_buf_free(&c->scratch);
   /* Not all of e: the failure path's buffers are set only when used. */
   e.c = c;
   e.L = L;
@@ -1251,20 +1257,23 @@ static int decode_function(struct dec *d) {
   size_t n;
   uint64_t nups, i, fid;
   struct nsh_fnentry *e;
-  int f, flags, reuse, pooled;
+  int f, flags, share, reuse, pooled;
 
   if (d->p >= d->end)
     return bad(d, "a truncated function");
   flags = *d->p++;
   if (get_lstr(d, &bc, &n) != 0 || get_varint(d, &nups) != 0)
     return -1;
-  e = fn_entry(d->c, bc, n);
-  /* Without upvalues the shared closure of load_function serves. */
+  /* Without upvalues the shared closure of load_function serves; the
+   * job's own function may come from, and go back to, the pool.  Other
+   * functions are loaded afresh and need no entry in the cache. */
+  share = nups == 0 && !(flags & FN_ENV);
   reuse = (flags & FN_REUSE) && nups > 0 && d->index == 0 &&
-          d->depth == 1 && d->c->children_ref != LUA_NOREF && e != NULL;
+          d->depth == 1 && d->c->children_ref != LUA_NOREF;
+  e = share || reuse ? fn_entry(d->c, bc, n) : NULL;
+  reuse = reuse && e != NULL;
   pooled = reuse && take_pooled(d, e);
-  if (!pooled && load_function(d, nups == 0 && !(flags & FN_ENV) ? e : NULL,
-                               bc, n) != 0)
+  if (!pooled && load_function(d, share ? e : NULL, bc, n) != 0)
     return -1;
   if (pooled || (reuse && poolable(d, e))) {
     d->pool.slot = (int)(e - d->c->fns->e);
