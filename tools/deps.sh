@@ -9,7 +9,8 @@
 set -euo pipefail
 
 # Packages checked by name; LuaJIT is handled apart, see above.
-required=(cmake pkg-config libuv1-dev libxxhash-dev lua-busted gcc make)
+required=(cmake pkg-config libuv1-dev libxxhash-dev libjemalloc-dev lua-busted
+          gcc make)
 
 . "$(dirname "$0")/dpkg.sh"
 
