@@ -210,6 +210,22 @@ describe("nshost command line", function()
       }, "\n"), r.out)
     end)
 
+    it("passes up to 7000 arguments as ..., and refuses more", function()
+      local function numbers(n)
+        local t = {}
+        for i = 1, n do t[i] = i end
+        return table.concat(t, " ")
+      end
+      local count = "io.write(select('#', ...), ' ', #arg)"
+      local r = run_script(count, numbers(7000))
+      ok_run(r)
+      assert.are.equal("7000 7000", r.out)
+      r = run_script(count, numbers(7001))
+      assert.are.equal(1, r.status, support.describe(r))
+      assert_has(r.err, "too many arguments to the script (7001; at most "
+        .. "7000")
+    end)
+
     it("has the interpreter and options at negative indices", function()
       local r, path = run_script(dump, "x", { before = "--threads 2" })
       ok_run(r)

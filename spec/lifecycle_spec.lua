@@ -76,6 +76,24 @@ error("main fails")
     end)
   end)
 
+  it("a job interrupted at shutdown is cancelled, not out of memory",
+     function()
+    -- The interrupt's hook used to fire again while the job's failure
+    -- was being described, which then fell back to "not enough memory".
+    local r = run([[
+runtime.spawn(function()
+  jit.off()
+  local x = 0
+  while true do x = x + 1 end
+end)
+runtime.sleep(200)
+error("main fails")
+]], "--threads 2 --shutdown-timeout 300")
+    assert.are.equal(1, r.status, support.describe(r))
+    assert_has(r.err, "main fails")
+    assert.is_nil(r.err:find("not enough memory", 1, true), r.err)
+  end)
+
   describe("signals", function()
     local waiting = [[
 print("started")
@@ -107,6 +125,22 @@ while true do x = x + 1 end
 ]], "INT", 1, nil, "--shutdown-timeout 300")
       assert.are.equal(130, r.status, support.describe(r))
       assert_has(r.err, "interrupted by signal 2")
+    end)
+
+    it("a script waiting in place is interrupted at once", function()
+      -- Waiting inside a coroutine of the script's own, or a sort
+      -- comparator, turns the loop in place: no Lua runs for the hook.
+      for _, wait in ipairs({
+        "coroutine.wrap(function() runtime.sleep(60000) end)()",
+        "table.sort({ 3, 1, 2 }, function(a, b) runtime.sleep(60000) "
+          .. "return a < b end)",
+      }) do
+        local r = signalled('print("started") io.stdout:flush() ' .. wait,
+                            "INT", 1, nil, "--shutdown-timeout 300")
+        assert.are.equal(130, r.status, support.describe(r))
+        assert_has(r.err, "interrupted by signal 2")
+        assert.is_true(r.secs < 2.5, ("took %.2f s"):format(r.secs))
+      end
     end)
 
     it("a second signal ends the process at once", function()

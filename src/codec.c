@@ -44,7 +44,8 @@ enum {
 /* Flags of a T_FUNC. */
 enum {
   FN_ENV = 1,      /* an environment table follows the upvalues */
-  FN_REUSE = 2     /* the job's own function, never referenced again */
+  FN_REUSE = 2,    /* the job's own function, never referenced again */
+  FN_SELF = 4      /* the job's own function; its upvalues are all itself */
 };
 
 /* Registry keys: the addresses of these are unique. */
@@ -61,6 +62,7 @@ struct enc {
   int nuv;                          /* upvalue ids met, in objs[-k] */
   int depth;
   int fn1_shared;                   /* object 1 is met again or joined */
+  int fn1_self, fn1_nups;           /* its upvalues that are itself, all */
   size_t fn1_flags;                 /* where the job function's flags go */
   const char *what;
   /* On failure: the reason, then the path, innermost step first. */
@@ -544,8 +546,9 @@ static int put_upvalue(struct enc *e, int idx, int fid, int i,
     return fail(e, "not enough memory for the message");
   }
   if (fid == 1 && lua_rawequal(L, -1, idx)) {
-    /* The job's function calling itself: that keeps it poolable. */
+    /* The job's function calling itself (see nsh_codec_encode). */
     lua_pop(L, 1);
+    e->fn1_self++;
     return put_byte(e, T_REF) || put_varint(e, 1) ? -1 : 0;
   }
   r = encode(e, lua_gettop(L));
@@ -613,6 +616,8 @@ static int encode_function(struct enc *e, int idx) {
       return -1;
   }
   e->b->data[nuppos] = (char)(i - 1);
+  if (fid == 1)
+    e->fn1_nups = i - 1;
 
   if (push_env(L, idx)) {
     flags |= FN_ENV;
@@ -844,7 +849,7 @@ int nsh_codec_encode(struct nsh_ctx *c, lua_State *L, int first, int n,
   e.b = &c->scratch;
   e.b->len = 0;
   e.ids = &c->ids;
-  e.nobj = e.depth = e.fn1_shared = 0;
+  e.nobj = e.depth = e.fn1_shared = e.fn1_self = e.fn1_nups = 0;
   e.fn1_flags = 0;
   e.what = what;
   e.why[0] = '\0';
@@ -872,11 +877,20 @@ int nsh_codec_encode(struct nsh_ctx *c, lua_State *L, int first, int n,
       r = -1;
     }
   }
-  /* The job's own function may be pooled by the worker when nothing
-   * else in the message refers to it. */
+  /* The job's own function may be reused by the worker when nothing else
+   * in the message refers to it: given new upvalues for the next job of
+   * the same code.  Not when it refers to itself and has other upvalues:
+   * it could keep itself somewhere (a global, a table) and would then
+   * see the next job's upvalues.  One whose upvalues are all itself has
+   * nothing that differs between jobs, and is shared like a function
+   * without upvalues. */
   if (r == 0 && has_fn && e.b->data[e.fn1_flags - 1] == T_FUNC &&
-      !e.fn1_shared)
-    e.b->data[e.fn1_flags] |= FN_REUSE;
+      !e.fn1_shared) {
+    if (e.fn1_self == 0)
+      e.b->data[e.fn1_flags] |= FN_REUSE;
+    else if (e.fn1_self == e.fn1_nups)
+      e.b->data[e.fn1_flags] |= FN_SELF;
+  }
   forget(&e);
   c->encoding = 0;
   lua_settop(L, base);
@@ -1267,7 +1281,7 @@ static int decode_function(struct dec *d) {
   /* Without upvalues the shared closure of load_function serves; the
    * job's own function may come from, and go back to, the pool.  Other
    * functions are loaded afresh and need no entry in the cache. */
-  share = nups == 0 && !(flags & FN_ENV);
+  share = (nups == 0 || (flags & FN_SELF)) && !(flags & FN_ENV);
   reuse = (flags & FN_REUSE) && nups > 0 && d->index == 0 &&
           d->depth == 1 && d->c->children_ref != LUA_NOREF;
   e = share || reuse ? fn_entry(d->c, bc, n) : NULL;

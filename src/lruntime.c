@@ -248,6 +248,15 @@ static int wait_in_place(lua_State *L, struct nsh_ctx *c, int *flag,
       c->wait_depth--;
       return luaL_error(L, "the runtime shut down while this job waited");
     }
+    /* A script interrupted by a signal while it waits here runs no Lua
+     * for the hook to stop: stop it here, with the error the hook would
+     * raise.  The hook goes, so that the traceback can be taken. */
+    if (c->id == 0 && atomic_load(&c->interrupted) != 0) {
+      c->wait_depth--;
+      nsh_ctx_uninterrupt(c);
+      return luaL_error(L, "interrupted by signal %d",
+                        atomic_load(&c->interrupted));
+    }
     nsh_ctx_turn(c);
   }
   c->wait_depth--;

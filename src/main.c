@@ -296,7 +296,7 @@ static int run_script(nshost_script_t *s, int argc, char **argv,
     st = luaL_loadfile(L, name);
   if (st != 0)
     return load_failed(L);
-  if (argc - script > 7000) {
+  if (argc - script - 1 > 7000) {
     /* LuaJIT passes at most about 8000 values in one call. */
     fprintf(stderr, "nshost: too many arguments to the script (%d; at "
             "most 7000 can be passed as '...')\n", argc - script - 1);

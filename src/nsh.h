@@ -177,6 +177,7 @@ struct nsh_ctx {
   int tasks_ref;            /* registry: task table (coroutines) */
   int runner_ref;           /* registry: runs a job under xpcall */
   int fail_ref;             /* workers: describes a failed job */
+  int start_ref, done_ref;  /* workers: start and finish a job */
   int paths_version;        /* workers: package paths last taken */
   int children_ref;         /* registry: has a function inner ones? */
   int cdata_kind_ref;       /* registry: 1 int64, 2 uint64, else 0 */

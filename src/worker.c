@@ -297,6 +297,17 @@ static void cancel_msg(struct nsh_ctx *c, struct nsh_msg *m) {
 }
 
 
+/* Calls one of the worker's protected steps (start_p, done_p) with ud.
+ * Not lua_cpcall: that makes a new C closure every time, and without a
+ * GC check, so a worker whose jobs allocate nothing else never collects
+ * those. */
+static int call_p(struct nsh_ctx *c, int ref, void *ud) {
+  lua_rawgeti(c->L, LUA_REGISTRYINDEX, ref);
+  lua_pushlightuserdata(c->L, ud);
+  return lua_pcall(c->L, 1, 0, 0);
+}
+
+
 void nsh_worker_start_job(struct nsh_ctx *c, struct nsh_msg *m) {
   struct start_args a = { c, m, NULL };
   int status;
@@ -305,7 +316,7 @@ void nsh_worker_start_job(struct nsh_ctx *c, struct nsh_msg *m) {
     cancel_msg(c, m);
     return;
   }
-  status = lua_cpcall(c->L, start_p, &a);
+  status = call_p(c, c->start_ref, &a);
   if (status != 0) {
     lua_pushnil(c->L);
     reply(c, m->job, failed_msg(c, "cannot start the job: ", NULL));
@@ -348,13 +359,18 @@ void nsh_worker_job_done(struct nsh_ctx *c, struct nsh_task *t, int status) {
   struct nsh_msg *m;
 
   if (status == 0 && lua_toboolean(t->co, 1)) {
-    if (lua_cpcall(L, done_p, &a) == 0)
+    if (call_p(c, c->done_ref, &a) == 0)
       m = a.out;
     else {
       c->encoding = 0;        /* as in failed_msg */
       lua_pushnil(L);
       m = failed_msg(c, "the job's results cannot be returned: ", NULL);
     }
+  } else if (atomic_load(&c->cancel)) {
+    /* Past the shutdown deadline the failure is the interrupt's own
+     * error: the job was cancelled, and describing that would run Lua
+     * code that the interrupt stops in turn. */
+    m = NULL;
   } else if (status == 0) {
     /* The runner caught the error: {value, traceback}, or a bare value
      * if even the handler failed. */
@@ -437,6 +453,10 @@ void nsh_worker_main(void *arg) {
   } else {
     lua_pushcfunction(c->L, fail_p);
     c->fail_ref = luaL_ref(c->L, LUA_REGISTRYINDEX);
+    lua_pushcfunction(c->L, start_p);
+    c->start_ref = luaL_ref(c->L, LUA_REGISTRYINDEX);
+    lua_pushcfunction(c->L, done_p);
+    c->done_ref = luaL_ref(c->L, LUA_REGISTRYINDEX);
   }
 
   for (;;) {
