@@ -61,6 +61,8 @@ static void on_before_poll(uv_prepare_t *p) {
 
 
 int nsh_ctx_init(struct nsh_ctx *c, nshost_runtime_t *rt, int id) {
+  int err;
+
   memset(c, 0, sizeof(*c));
   c->rt = rt;
   c->id = id;
@@ -68,11 +70,11 @@ int nsh_ctx_init(struct nsh_ctx *c, nshost_runtime_t *rt, int id) {
   c->children_ref = LUA_NOREF;
   c->put_numbers_ref = LUA_NOREF;
   c->get_numbers_ref = LUA_NOREF;
-  if (uv_loop_init(&c->loop) != 0)
-    return -1;
-  if (nsh_inbox_init(&c->inbox, &c->loop, on_inbox, c) != 0) {
+  if ((err = uv_loop_init(&c->loop)) != 0)
+    return err;
+  if ((err = nsh_inbox_init(&c->inbox, &c->loop, on_inbox, c)) != 0) {
     uv_loop_close(&c->loop);
-    return -1;
+    return err;
   }
   /* Never fails on Unix; unreferenced, as it keeps nothing alive. */
   uv_prepare_init(&c->loop, &c->before_poll);

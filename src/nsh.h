@@ -202,6 +202,8 @@ struct nsh_ctx {
   uv_thread_t thread;
 };
 
+/* 0, or a negative libuv error code (an eventfd or a loop it could not
+ * make: too many open files, most often). */
 int nsh_ctx_init(struct nsh_ctx *c, nshost_runtime_t *rt, int id);
 /* Creates c->L on the calling thread; runs the embedder's setup. */
 int nsh_ctx_open_lua(struct nsh_ctx *c);

@@ -210,8 +210,11 @@ static struct nsh_ctx *create_workers(nshost_runtime_t *rt, int *err) {
     return NULL;
   }
   for (i = 0; i < rt->threads; i++) {
-    if (nsh_ctx_init(&w[i], rt, i + 1) != 0) {
-      *err = NSHOST_ENOMEM;
+    int r = nsh_ctx_init(&w[i], rt, i + 1);
+    if (r != 0) {
+      nsh_log(rt, NSHOST_LOG_ERROR, "cannot set up worker %d of %d: %s",
+              i + 1, rt->threads, uv_strerror(r));
+      *err = r == UV_ENOMEM ? NSHOST_ENOMEM : NSHOST_ETHREAD;
       goto fail;
     }
   }

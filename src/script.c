@@ -23,9 +23,12 @@ int nshost_script_new(nshost_runtime_t *rt, nshost_script_t **out) {
   s = calloc(1, sizeof(*s));
   if (s == NULL)
     return NSHOST_ENOMEM;
-  if (nsh_ctx_init(&s->c, rt, 0) != 0) {
+  err = nsh_ctx_init(&s->c, rt, 0);
+  if (err != 0) {
+    nsh_log(rt, NSHOST_LOG_ERROR, "cannot set up a script state: %s",
+            uv_strerror(err));
     free(s);
-    return NSHOST_ENOMEM;
+    return err == UV_ENOMEM ? NSHOST_ENOMEM : NSHOST_ETHREAD;
   }
   err = nsh_ctx_open_lua(&s->c);
   if (err != 0) {
