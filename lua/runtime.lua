@@ -187,9 +187,9 @@ runtime.threads = core.threads
 -- milliseconds; its thread goes on running other jobs.
 function runtime.sleep(ms)
   if type(ms) ~= "number" or not (ms >= 0 and ms < 1e12) then
-    error("bad argument #1 to 'sleep' (milliseconds from 0 up expected, "
-      .. "got " .. (type(ms) == "number" and tostring(ms) or type(ms))
-      .. ")", 2)
+    error("bad argument #1 to 'sleep' (milliseconds from 0 to 1e12 "
+      .. "expected, got " .. (type(ms) == "number" and tostring(ms) or
+      type(ms)) .. ")", 2)
   end
   if isyieldable() and sleep_park(ms) then
     yield()
@@ -205,6 +205,12 @@ function runtime.await_all(jobs)
   if type(jobs) ~= "table" then
     error("bad argument #1 to 'await_all' (table of jobs expected, got "
       .. type(jobs) .. ")", 2)
+  end
+  for i = 1, #jobs do
+    if done(jobs[i]) == nil then
+      error(("bad argument #1 to 'await_all' (item %d is a %s, not a "
+        .. "job)"):format(i, type(jobs[i])), 2)
+    end
   end
   local out, first_err = {}, nil
   for i = 1, #jobs do

@@ -242,6 +242,19 @@ describe("runtime", function()
         true), err)
     end)
 
+    it("sleep says the range, await_all which item is not a job",
+       function()
+      local err, where = raised_at(function() runtime.sleep(1e300) end)
+      assert.truthy(err:find(where .. " bad argument #1 to 'sleep' "
+        .. "(milliseconds from 0 to 1e12 expected, got 1e+300)", 1, true),
+        err)
+      local h = runtime.spawn(function() return 1 end)
+      err, where = raised_at(function() runtime.await_all({ h, 2 }) end)
+      assert.truthy(err:find(where .. " bad argument #1 to 'await_all' "
+        .. "(item 2 is a number, not a job)", 1, true), err)
+      assert.are.equal(1, h:await())
+    end)
+
     it("await names 'await' and the caller's line", function()
       local h = runtime.spawn(function() end)
       local err, where = raised_at(function() h.await(42) end)

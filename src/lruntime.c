@@ -335,7 +335,7 @@ static struct sleeper *start_sleep(lua_State *L, struct nsh_ctx *c,
   lua_Number ms = luaL_checknumber(L, 1);
   struct sleeper *s;
 
-  luaL_argcheck(L, ms >= 0 && ms < 1e12, 1, "milliseconds from 0 up");
+  luaL_argcheck(L, ms >= 0 && ms < 1e12, 1, "milliseconds from 0 to 1e12");
   s = malloc(sizeof(*s));
   if (s == NULL) {
     luaL_error(L, "runtime.sleep: not enough memory");
