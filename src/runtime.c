@@ -314,7 +314,7 @@ static uint32_t any_worker(nshost_runtime_t *rt) {
 }
 
 
-static uint32_t pick(nshost_runtime_t *rt, struct nsh_ctx *w) {
+static uint32_t pick(nshost_runtime_t *rt) {
   uint32_t a = any_worker(rt), b;
 
   if (rt->cfg.placement != NSHOST_PLACE_P2C || rt->threads < 2)
@@ -345,7 +345,7 @@ int nsh_runtime_post(nshost_runtime_t *rt, struct nsh_msg *m, int worker) {
   if (worker > 0)
     i = (uint32_t)worker - 1;
   else
-    i = pick(rt, w);
+    i = pick(rt);
   if (rt->loads != NULL)
     atomic_fetch_add_explicit(&rt->loads[i].n, 1, memory_order_relaxed);
   if (nsh_inbox_push(&w[i].inbox, m) != 0) {
