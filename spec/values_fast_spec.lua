@@ -375,3 +375,46 @@ describe("a worker's reused job functions", function()
       ("a worker's heap grew from %.0f to %.0f KB"):format(before, after))
   end)
 end)
+
+-- User code can run in the middle of a decode too: a finalizer that a
+-- GC step runs while the tables of a result are being made.  A job it
+-- awaits is decoded inside the outer decode, and both must arrive whole.
+describe("a job awaited from a finalizer while a result is read", function()
+  it("arrives whole, and so does the result being read", function()
+    local inner = {}
+    local big = runtime.spawn(function()
+      local t = {}
+      for i = 1, 20000 do t[i] = { i, tostring(i) } end
+      t.self = t
+      return t
+    end)
+    -- The result is here; each await decodes it again.
+    big:await()
+    collectgarbage()
+    for i = 1, 300 do
+      local u = newproxy(true)
+      getmetatable(u).__gc = function()
+        local v = runtime.spawn(function(x) return { x, { x } } end, i)
+          :await()
+        inner[#inner + 1] = v[1] == i and v[2][1] == i
+      end
+    end
+    -- Busy collecting, so that a cycle ends inside the decode.
+    local pause = collectgarbage("setpause", 10)
+    local stepmul = collectgarbage("setstepmul", 1000)
+    local t = big:await()
+    collectgarbage("setpause", pause)
+    collectgarbage("setstepmul", stepmul)
+    local ran_inside = #inner
+    collectgarbage()
+    for i = 1, 20000 do
+      assert.are.equal(i, t[i][1])
+      assert.are.equal(tostring(i), t[i][2])
+    end
+    assert.are.equal(t, t.self)
+    assert.are.equal(300, #inner)
+    for i = 1, #inner do assert.is_true(inner[i]) end
+    -- The point of the test: some of them ran during the decode.
+    assert.is_true(ran_inside > 0, "no finalizer ran during the decode")
+  end)
+end)

@@ -77,6 +77,7 @@ struct dec {
   lua_State *L;
   const unsigned char *p, *end;
   int refs, stdfn;
+  int base;                         /* refs slots used by outer decodes */
   int nobj;
   int depth;
   struct nsh_poolkey pool;          /* the job's function is poolable */
@@ -941,6 +942,23 @@ static int get_lstr(struct dec *d, const char **s, size_t *n) {
 static int decode(struct dec *d);
 
 
+/* Gives the value on top the next id of the message.  The ids of a
+ * decode start past those of any decode it runs inside (a finalizer or
+ * metamethod that awaits a job while a message is being read), and the
+ * context keeps the high mark for such an inner decode to start from. */
+static void add_ref(struct dec *d) {
+  d->nobj++;
+  lua_pushvalue(d->L, -1);
+  lua_rawseti(d->L, d->refs, d->base + d->nobj);
+  d->c->dec_top = d->base + d->nobj;
+}
+
+
+static void push_ref(struct dec *d, uint64_t id) {
+  lua_rawgeti(d->L, d->refs, d->base + (int)id);
+}
+
+
 /* Reads a run of numbers (see put_numbers) into t[1..]; sets *i to the
  * index after it. */
 static int get_numbers(struct dec *d, int t, uint64_t narr, uint64_t *i) {
@@ -990,8 +1008,7 @@ static int decode_table(struct dec *d) {
     return bad(d, "a truncated table");
   lua_createtable(L, (int)narr, 0);
   t = lua_gettop(L);
-  lua_pushvalue(L, t);
-  lua_rawseti(L, d->refs, ++d->nobj);
+  add_ref(d);
 
   i = 1;
   if (d->p < d->end && *d->p == T_NUMS) {
@@ -1294,8 +1311,7 @@ static int decode_function(struct dec *d) {
     d->pool.serial = e->serial;
   }
   f = lua_gettop(L);
-  lua_pushvalue(L, f);
-  lua_rawseti(L, d->refs, ++d->nobj);
+  add_ref(d);
 
   for (i = 1; i <= nups; i++) {
     if (d->p < d->end && *d->p == T_UPREF) {
@@ -1304,7 +1320,7 @@ static int decode_function(struct dec *d) {
         return -1;
       if (fid == 0 || fid > (uint64_t)d->nobj)
         return bad(d, "a join to an unknown function");
-      lua_rawgeti(L, d->refs, (int)fid);
+      push_ref(d, fid);
       if (!lua_isfunction(L, -1))
         return bad(d, "a join to something that is not a function");
       lua_upvaluejoin(L, f, (int)i, -1, *d->p++);
@@ -1341,8 +1357,7 @@ static int decode_int64(struct dec *d, int kind) {
   lua_call(L, 1, 1);
   memcpy((void *)lua_topointer(L, -1), d->p, 8);
   d->p += 8;
-  lua_pushvalue(L, -1);
-  lua_rawseti(L, d->refs, ++d->nobj);
+  add_ref(d);
   return 0;
 }
 
@@ -1407,7 +1422,7 @@ static int decode(struct dec *d) {
       return -1;
     if (id == 0 || id > (uint64_t)d->nobj)
       return bad(d, "a reference to an unknown object");
-    lua_rawgeti(L, d->refs, (int)id);
+    push_ref(d, id);
     return 0;
   case T_I64:
   case T_U64:
@@ -1434,11 +1449,14 @@ static int decode(struct dec *d) {
 }
 
 
-static void clear_refs(lua_State *L, int refs, int n) {
-  for (int i = 1; i <= n; i++) {
-    lua_pushnil(L);
-    lua_rawseti(L, refs, i);
+/* Forgets the message's ids, and gives their slots back to the decode
+ * this one ran inside, if any. */
+static void clear_refs(struct dec *d) {
+  for (int i = 1; i <= d->nobj; i++) {
+    lua_pushnil(d->L);
+    lua_rawseti(d->L, d->refs, d->base + i);
   }
+  d->c->dec_top = d->base;
 }
 
 
@@ -1481,6 +1499,7 @@ int nsh_codec_decode(struct nsh_ctx *c, lua_State *L, const char *data,
 
   memset(&d, 0, sizeof(d));
   d.pool.slot = -1;
+  d.base = c->dec_top;
   d.c = c;
   d.L = L;
   d.p = (const unsigned char *)data;
@@ -1504,13 +1523,13 @@ int nsh_codec_decode(struct nsh_ctx *c, lua_State *L, const char *data,
       goto error;
 
   c->decoded_pool = d.pool;
-  clear_refs(L, d.refs, d.nobj);
+  clear_refs(&d);
   for (i = 0; i < (uint64_t)ntabs; i++)
     lua_remove(L, base + 1);
   return (int)n;
 
 error:
-  clear_refs(L, d.refs, d.nobj);
+  clear_refs(&d);
   lua_settop(L, base);
   lua_pushfstring(L, "cannot decode a message: %s", d.err);
   return -1;

@@ -374,10 +374,12 @@ void nsh_ctx_run_ready(struct nsh_ctx *c) {
   struct nsh_msg *m;
   size_t n;
 
-  /* No encoding is under way out here; one that a Lua error cut short
-   * (out of memory, a failing finalizer) left the mark behind. */
-  if (c->wait_depth == 0)
+  /* No encoding or decoding is under way out here; one that a Lua error
+   * cut short (out of memory, a failing finalizer) left its mark. */
+  if (c->wait_depth == 0) {
     c->encoding = 0;
+    c->dec_top = 0;
+  }
   /* Only the tasks ready now: one that keeps yielding must not starve
    * the loop. */
   for (n = c->rlen; n > 0 && c->rlen > 0; n--) {

@@ -174,6 +174,7 @@ struct nsh_ctx {
   struct nsh_idmap std;     /* the standard values: a set for the encoder */
   int encoding;             /* an encoding is under way (or was cut
                              * short by a Lua error: see run_ready) */
+  int dec_top;              /* ids in use by decodes under way (codec.c) */
   int tasks_ref;            /* registry: task table (coroutines) */
   int runner_ref;           /* registry: runs a job under xpcall */
   int fail_ref;             /* workers: describes a failed job */
