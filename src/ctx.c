@@ -195,11 +195,19 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
 
 
 void nsh_ctx_interrupt(struct nsh_ctx *c) {
-  lua_State *L = atomic_load(&c->hook_L);
+  lua_State *L;
 
+  /* The state's owner may be closing it right now (a worker leaving
+   * at the moment shutdown interrupts it): it clears hook_L, then waits
+   * for hook_users to drop to 0 before closing, so the L seen here
+   * stays open until this is done.  Atomics only: a signal handler
+   * calls this. */
+  atomic_fetch_add(&c->hook_users, 1);
+  L = atomic_load(&c->hook_L);
   if (L != NULL)
     lua_sethook(L, stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT,
                 1000);
+  atomic_fetch_sub(&c->hook_users, 1);
 }
 
 
@@ -212,6 +220,8 @@ void nsh_ctx_uninterrupt(struct nsh_ctx *c) {
 /* Closes the state, then the loop with every handle left on it. */
 void nsh_ctx_close(struct nsh_ctx *c) {
   atomic_store(&c->hook_L, NULL);
+  while (atomic_load(&c->hook_users) > 0)
+    uv_sleep(0);
   free_spare(c);
   if (c->L != NULL) {
     lua_close(c->L);

@@ -194,6 +194,7 @@ struct nsh_ctx {
   atomic_int exited;        /* workers: out of the loop */
   atomic_int interrupted;   /* scripts: the signal that stopped it */
   _Atomic(lua_State *) hook_L;          /* L, for other threads */
+  atomic_int hook_users;    /* threads setting a hook on hook_L now */
   _Atomic(struct nsh_job *) running;    /* workers: job running now */
   long finished;            /* workers: jobs done, not yet told to p2c */
   int wait_depth;           /* waits in place on the C stack now */
