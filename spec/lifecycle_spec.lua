@@ -94,6 +94,83 @@ error("main fails")
     assert.is_nil(r.err:find("not enough memory", 1, true), r.err)
   end)
 
+  describe("waiting where the code cannot yield", function()
+    it("a sleep shorter than the clock's tick returns", function()
+      -- Its timer fired before the loop waited, and the loop then
+      -- waited for something else for ever.
+      local r = run([[
+coroutine.wrap(function() runtime.sleep(0) end)()
+table.sort({ 3, 1, 2 }, function(a, b) runtime.sleep(0.4) return a < b end)
+print(runtime.spawn(function()
+  table.sort({ 2, 1 }, function(a, b) runtime.sleep(0) return a < b end)
+  return "job"
+end):await())
+]], "--threads 1", { timeout = 20 })
+      assert.are.equal(0, r.status, support.describe(r))
+      assert.are.equal("job\n", r.out)
+    end)
+
+    it("a worker's finalizer may sleep; other jobs are not run inside it",
+       function()
+      -- Running other jobs inside a finalizer made LuaJIT's compiler
+      -- loop for ever on the second batch.
+      local r = run([[
+local function arm()
+  collectgarbage("setpause", 10)
+  for i = 1, 10 do
+    local p = newproxy(true)
+    getmetatable(p).__gc = function() runtime.sleep(1) end
+  end
+end
+local function work(k, v)
+  local r = {}
+  for a, b in pairs(v) do r[a] = b end
+  return k, #r
+end
+for iter = 1, 10 do
+  runtime.spawn(arm):await()
+  local js = {}
+  for k = 1, 8 do
+    local v = {}
+    for i = 1, 100 do v[i] = { i, tostring(i) } end
+    js[k] = runtime.spawn(work, k, v)
+  end
+  for k = 1, 8 do
+    local a, b = js[k]:await()
+    assert(a == k and b == 100, "wrong result")
+  end
+end
+print("done")
+]], "--threads 1", { timeout = 60 })
+      assert.are.equal(0, r.status, support.describe(r))
+      assert.are.equal("done\n", r.out)
+    end)
+
+    it("a worker's finalizer cannot await a job on its own worker",
+       function()
+      local r = run([[
+local msg = runtime.spawn(function()
+  local err
+  local p = newproxy(true)
+  getmetatable(p).__gc = function()
+    local ok, e = pcall(function()
+      return runtime.spawn(function() return 1 end):await()
+    end)
+    err = err or (ok and "awaited" or e)
+  end
+  p = nil
+  collectgarbage()
+  collectgarbage()
+  return err
+end):await()
+print(msg)
+]], "--threads 1", { timeout = 20 })
+      assert.are.equal(0, r.status, support.describe(r))
+      assert_has(r.out, "cannot await, inside a __gc finalizer, a job "
+        .. "placed on this same worker (1)")
+    end)
+  end)
+
   describe("signals", function()
     local waiting = [[
 print("started")

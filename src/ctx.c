@@ -405,11 +405,21 @@ void nsh_ctx_run_ready(struct nsh_ctx *c) {
 }
 
 
-void nsh_ctx_turn(struct nsh_ctx *c) {
-  int busy = c->rlen > 0 || c->jobs != NULL;
-
-  c->may_wait = !busy;
-  uv_run(&c->loop, busy ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+/* One turn that may wait for an event, ready tasks or not (for when
+ * they are not to run now). */
+static void turn(struct nsh_ctx *c, int may_wait) {
+  c->may_wait = may_wait;
+  uv_run(&c->loop, may_wait ? UV_RUN_ONCE : UV_RUN_NOWAIT);
   c->may_wait = 0;
   nsh_inbox_awake(&c->inbox);
+}
+
+
+void nsh_ctx_turn(struct nsh_ctx *c) {
+  turn(c, c->rlen == 0 && c->jobs == NULL);
+}
+
+
+void nsh_ctx_turn_waiting(struct nsh_ctx *c) {
+  turn(c, 1);
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include <lauxlib.h>
+#include <luajit.h>
 
 #include "nsh.h"
 
@@ -104,7 +105,7 @@ static int lspawn(lua_State *L) {
   struct handle *h;
   struct nsh_job *j;
   struct nsh_msg *m;
-  int err;
+  int err, n;
 
   if (!lua_isfunction(L, 1))
     return luaL_error(L, "bad argument #1 to 'spawn' (function expected, "
@@ -112,22 +113,21 @@ static int lspawn(lua_State *L) {
   if (nsh_runtime_stopping(c->rt))
     return luaL_error(L, "runtime.spawn: the runtime is shut down and "
                          "takes no new jobs");
-  if (nsh_codec_encode(c, L, 1, lua_gettop(L), "argument", 1) != 0) {
-    lua_pushstring(L, "runtime.spawn: ");
-    lua_insert(L, -2);
-    lua_concat(L, 2);
-    return lua_error(L);
-  }
-
-  if (c->id == 0)
-    publish_paths(L, c);
-
-  /* Lua allocations first: if one fails, nothing C-side is lost. */
+  /* The handle first: a Lua allocation can run finalizers, and one that
+   * spawns would overwrite c->scratch if it came between the encoding
+   * and the copy below.  The values to send are those under it. */
+  n = lua_gettop(L);
   h = lua_newuserdata(L, sizeof(*h));
   h->job = NULL;
   lua_pushvalue(L, MT_UPVALUE);
   lua_setmetatable(L, -2);
 
+  if (nsh_codec_encode(c, L, 1, n, "argument", 1) != 0) {
+    lua_pushstring(L, "runtime.spawn: ");
+    lua_insert(L, -2);
+    lua_concat(L, 2);
+    return lua_error(L);
+  }
   j = calloc(1, sizeof(*j));
   m = nsh_msg_new(NSH_MSG_JOB, c->scratch.len);
   if (j == NULL || m == NULL) {
@@ -136,6 +136,8 @@ static int lspawn(lua_State *L) {
     return luaL_error(L, "runtime.spawn: not enough memory");
   }
   memcpy(m->data, c->scratch.data, c->scratch.len);
+  if (c->id == 0)
+    publish_paths(L, c);
   atomic_init(&j->refs, 2);
   j->origin = c;
   j->has_handle = 1;
@@ -233,15 +235,45 @@ static int lpark(lua_State *L) {
  * same C stack; past this depth waiting fails instead of overflowing. */
 #define MAX_WAIT_DEPTH 1000
 
+/* Raises LuaJIT's "bad action while in __gc metamethod" when called
+ * from inside a finalizer, and does nothing otherwise: LuaJIT refuses
+ * every mode change there, and a trace mode without the flush flag is
+ * refused right after that check, changing nothing. */
+static int gc_probe_p(lua_State *L) {
+  luaJIT_setmode(L, 0, LUAJIT_MODE_TRACE);
+  return 0;
+}
+
+
+static int in_finalizer(lua_State *L) {
+  lua_pushcfunction(L, gc_probe_p);
+  if (lua_pcall(L, 0, 0, 0) == 0)
+    return 0;
+  lua_pop(L, 1);
+  return 1;
+}
+
+
 static int wait_in_place(lua_State *L, struct nsh_ctx *c, int *flag,
                          int pending) {
+  /* Waiting in place on a worker runs the worker's other jobs meanwhile.
+   * Inside a __gc finalizer LuaJIT cannot take that (its compiler can
+   * loop for ever, results get mixed up), and an error raised there
+   * can crash it when the collection ran inside compiled code: so there
+   * the worker only turns its loop, running no Lua, until the sleep is
+   * over or the result is in.  (A job placed on this same worker then
+   * waits until the finalizer is done: see README, Known limitations.)
+   * A script's state has no other jobs to run. */
+  int run_others = c->id == 0 || !in_finalizer(L);
+
   if (c->wait_depth >= MAX_WAIT_DEPTH)
     return luaL_error(L, "too many waits nested on one thread (%d): await "
                          "or sleep where the code can yield, such as the "
                          "job's own body", MAX_WAIT_DEPTH);
   c->wait_depth++;
   while (*flag == pending) {
-    nsh_ctx_run_ready(c);
+    if (run_others)
+      nsh_ctx_run_ready(c);
     if (*flag != pending)
       break;
     if (atomic_load(&c->cancel)) {
@@ -257,7 +289,10 @@ static int wait_in_place(lua_State *L, struct nsh_ctx *c, int *flag,
       return luaL_error(L, "interrupted by signal %d",
                         atomic_load(&c->interrupted));
     }
-    nsh_ctx_turn(c);
+    if (run_others)
+      nsh_ctx_turn(c);
+    else
+      nsh_ctx_turn_waiting(c);
   }
   c->wait_depth--;
   return 0;
@@ -266,8 +301,16 @@ static int wait_in_place(lua_State *L, struct nsh_ctx *c, int *flag,
 
 static int lwait(lua_State *L) {
   struct nsh_job *j = check_job(L, 1);
+  struct nsh_ctx *c = ctx(L);
 
-  return wait_in_place(L, ctx(L), &j->status, NSH_JOB_PENDING);
+  /* In a finalizer a worker runs no other job while it waits (see
+   * wait_in_place): one placed on this very worker would never run. */
+  if (c->id > 0 && j->worker == c->id && j->status == NSH_JOB_PENDING &&
+      in_finalizer(L))
+    return luaL_error(L, "cannot await, inside a __gc finalizer, a job "
+                         "placed on this same worker (%d): it could not "
+                         "run until the finalizer ends", c->id);
+  return wait_in_place(L, c, &j->status, NSH_JOB_PENDING);
 }
 
 
@@ -327,6 +370,11 @@ static void on_wake(uv_timer_t *tm) {
     nsh_task_ready(tm->loop->data, s->task);
     uv_close((uv_handle_t *)tm, free_handle);
   }
+  /* Timers run before the loop polls: without this, a turn that may
+   * wait would go on to wait for something else, with the sleeper's
+   * flag already set (a sleep shorter than the loop's clock tick, or
+   * one whose time had passed when the turn began, hung so). */
+  uv_stop(tm->loop);
 }
 
 

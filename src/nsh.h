@@ -105,6 +105,7 @@ struct nsh_job {
   int awaited;              /* the outcome was seen by someone */
   int has_handle;
   struct nsh_msg *result;   /* NSH_MSG_RESULT, kept for await */
+  int worker;               /* where it was placed, 1..T */
   struct nsh_task *waiters; /* tasks parked until it finishes */
   struct nsh_job *fprev, *fnext;  /* failed, unseen, handle alive */
   int listed;
@@ -179,6 +180,7 @@ struct nsh_ctx {
   int runner_ref;           /* registry: runs a job under xpcall */
   int fail_ref;             /* workers: describes a failed job */
   int start_ref, done_ref;  /* workers: start and finish a job */
+  int collect_ref;          /* workers: a protected full collection */
   int paths_version;        /* workers: package paths last taken */
   int children_ref;         /* registry: has a function inner ones? */
   int cdata_kind_ref;       /* registry: 1 int64, 2 uint64, else 0 */
@@ -214,6 +216,8 @@ void nsh_ctx_close(struct nsh_ctx *c);
 void nsh_ctx_run_ready(struct nsh_ctx *c);
 /* One turn of the loop: waits for an event unless tasks are ready. */
 void nsh_ctx_turn(struct nsh_ctx *c);
+/* One turn that waits for an event even if tasks are ready. */
+void nsh_ctx_turn_waiting(struct nsh_ctx *c);
 /* Creates a task for the function and nargs args on c->L's top;
  * pops them.  NULL if out of memory. */
 struct nsh_task *nsh_task_new(struct nsh_ctx *c, int nargs);

@@ -348,6 +348,8 @@ int nsh_runtime_post(nshost_runtime_t *rt, struct nsh_msg *m, int worker) {
     i = pick(rt);
   if (rt->loads != NULL)
     atomic_fetch_add_explicit(&rt->loads[i].n, 1, memory_order_relaxed);
+  if (m->job != NULL)
+    m->job->worker = (int)i + 1;      /* before the worker can see it */
   if (nsh_inbox_push(&w[i].inbox, m) != 0) {
     if (rt->loads != NULL)
       atomic_fetch_sub_explicit(&rt->loads[i].n, 1, memory_order_relaxed);

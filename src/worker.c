@@ -187,6 +187,23 @@ static int fail_p(lua_State *L) {
 }
 
 
+static int collect_p(lua_State *L) {
+  lua_gc(L, LUA_GCCOLLECT, 0);
+  return 0;
+}
+
+
+/* A full collection, protected: finalizers run in it, and an error one
+ * raises would otherwise end the process.  collect_p was made when the
+ * worker started, so this allocates nothing: it runs when memory is out
+ * too. */
+static void collect(struct nsh_ctx *c) {
+  lua_rawgeti(c->L, LUA_REGISTRYINDEX, c->collect_ref);
+  if (lua_pcall(c->L, 0, 0, 0) != 0)
+    lua_pop(c->L, 1);
+}
+
+
 /* The error value and a traceback (or nil) are the two values on top of
  * c->L; pops them. */
 static struct nsh_msg *failed_msg(struct nsh_ctx *c, const char *prefix,
@@ -206,7 +223,7 @@ static struct nsh_msg *failed_msg(struct nsh_ctx *c, const char *prefix,
   lua_pop(c->L, 2);
   if (a.out == NULL) {
     /* Most likely out of memory: say so rather than lose the job. */
-    lua_gc(c->L, LUA_GCCOLLECT, 0);
+    collect(c);
     a.out = text_failure(c, "not enough memory (and too little left to "
                             "describe the job's error)");
   }
@@ -395,7 +412,7 @@ void nsh_worker_job_done(struct nsh_ctx *c, struct nsh_task *t, int status) {
    * ran a limited worker out of memory, collect now, while the job's
    * garbage is garbage, so that the next job has room. */
   if (c->mem_limit > 0 && c->mem_used > c->mem_limit / 2)
-    lua_gc(L, LUA_GCCOLLECT, 0);
+    collect(c);
 }
 
 
@@ -457,6 +474,8 @@ void nsh_worker_main(void *arg) {
     c->start_ref = luaL_ref(c->L, LUA_REGISTRYINDEX);
     lua_pushcfunction(c->L, done_p);
     c->done_ref = luaL_ref(c->L, LUA_REGISTRYINDEX);
+    lua_pushcfunction(c->L, collect_p);
+    c->collect_ref = luaL_ref(c->L, LUA_REGISTRYINDEX);
   }
 
   for (;;) {
