@@ -225,7 +225,9 @@ NSHOST_EXTERN int nshost_result_count(const nshost_result_t *r);
 NSHOST_EXTERN int nshost_result_type(const nshost_result_t *r, int i);
 NSHOST_EXTERN int nshost_result_boolean(const nshost_result_t *r, int i);
 NSHOST_EXTERN double nshost_result_number(const nshost_result_t *r, int i);
-/* NULL unless value i is a string; *len gets its length. */
+/* NULL unless value i is a string (or len is NULL); *len gets its
+ * length.  The bytes are not followed by a NUL: use the length (a Lua
+ * string may hold zero bytes too).  Valid while r is. */
 NSHOST_EXTERN const char *nshost_result_string(const nshost_result_t *r,
                                                int i, size_t *len);
 /* Pushes every returned value onto L (a state of the embedder's; a
