@@ -498,28 +498,31 @@ static int lprint(lua_State *L) {
 /* ---- Opening ----------------------------------------------------------- */
 
 /* Sets the table at t's name to f with the upvalues c and the job
- * metatable (at mt), and as many more as f needs. */
+ * metatable (at mt). */
 static void set_fn(lua_State *L, struct nsh_ctx *c, int t, int mt,
                    const char *name, lua_CFunction f) {
-  int n = 2;
-
   lua_pushlightuserdata(L, c);
   lua_pushvalue(L, mt);
-  if (f == lspawn) {
-    /* See publish_paths. */
-    lua_getglobal(L, "package");
-    if (!lua_istable(L, -1)) {
-      lua_pop(L, 1);
-      lua_newtable(L);
-    }
-    lua_pushliteral(L, "path");
-    lua_pushliteral(L, "cpath");
-    lua_pushnil(L);
-    lua_pushnil(L);
-    n += 5;
-  }
-  lua_pushcclosure(L, f, n);
+  lua_pushcclosure(L, f, 2);
   lua_setfield(L, t, name);
+}
+
+
+/* spawn has five more upvalues: see publish_paths. */
+static void set_spawn(lua_State *L, struct nsh_ctx *c, int t, int mt) {
+  lua_pushlightuserdata(L, c);
+  lua_pushvalue(L, mt);
+  lua_getglobal(L, "package");
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+  }
+  lua_pushliteral(L, "path");
+  lua_pushliteral(L, "cpath");
+  lua_pushnil(L);
+  lua_pushnil(L);
+  lua_pushcclosure(L, lspawn, 7);
+  lua_setfield(L, t, "spawn");
 }
 
 
@@ -541,7 +544,7 @@ static void load_module(lua_State *L, const char *name) {
 
 void nsh_lruntime_open(struct nsh_ctx *c, lua_State *L) {
   static const struct { const char *name; lua_CFunction f; } core[] = {
-    { "spawn", lspawn }, { "done", ldone }, { "park", lpark },
+    { "done", ldone }, { "park", lpark },
     { "wait", lwait }, { "result", lresult },
     { "sleep_park", lsleep_park }, { "sleep_wait", lsleep_wait },
     { "worker_id", lworker_id }, { "threads", lthreads },
@@ -568,6 +571,7 @@ void nsh_lruntime_open(struct nsh_ctx *c, lua_State *L) {
   mt = lua_gettop(L);
   for (i = 0; core[i].name != NULL; i++)
     set_fn(L, c, mt - 1, mt, core[i].name, core[i].f);
+  set_spawn(L, c, mt - 1, mt);
   set_fn(L, c, mt, mt, "__gc", job_gc);
   set_fn(L, c, mt, mt, "__tostring", job_tostring);
   lua_newtable(L);

@@ -49,4 +49,32 @@ static inline void check_has(const char *file, int line, const char *what,
          what, got != NULL ? got : "(null)", want);
 }
 
+/* A test: its name, its function, and a known bug it shows (or NULL:
+ * then a failure counts). */
+struct check_test {
+  const char *name;
+  void (*fn)(void);
+  const char *todo;
+};
+
+/* Runs the n tests, printing TAP; returns the exit status. */
+static inline int run_tests(const struct check_test *tests, int n) {
+  int i, before, bad = 0;
+
+  printf("1..%d\n", n);
+  for (i = 0; i < n; i++) {
+    before = failures;
+    tests[i].fn();
+    printf("%s %d - %s", failures == before ? "ok" : "not ok", i + 1,
+           tests[i].name);
+    if (tests[i].todo != NULL)
+      printf(" # TODO %s", tests[i].todo);
+    else
+      bad += failures != before;
+    printf("\n");
+  }
+  printf("# %d checks, %d failed\n", count, failures);
+  return bad == 0 ? 0 : 1;
+}
+
 #endif

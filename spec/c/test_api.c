@@ -1673,11 +1673,7 @@ static void test_many_runtimes(void) {
 /* ---- Main --------------------------------------------------------------- */
 
 int main(void) {
-  static const struct {
-    const char *name;
-    void (*fn)(void);
-    const char *todo;           /* a known bug, or NULL */
-  } tests[] = {
+  static const struct check_test tests[] = {
     { "NULL config and NULL results do not crash", test_null_crashes, NULL },
     { "version and error codes", test_version_and_errors, NULL },
     { "config defaults", test_config, NULL },
@@ -1718,22 +1714,10 @@ int main(void) {
     { "three runtimes at once; 50 created and destroyed",
       test_many_runtimes, NULL },
   };
-  int n = (int)(sizeof(tests) / sizeof(tests[0])), i, before, bad = 0;
+  int n = (int)(sizeof(tests) / sizeof(tests[0])), status;
 
   uv_mutex_init(&log_lock);
-  printf("1..%d\n", n);
-  for (i = 0; i < n; i++) {
-    before = failures;
-    tests[i].fn();
-    printf("%s %d - %s", failures == before ? "ok" : "not ok", i + 1,
-           tests[i].name);
-    if (tests[i].todo != NULL)
-      printf(" # TODO %s", tests[i].todo);
-    else
-      bad += failures != before;
-    printf("\n");
-  }
-  printf("# %d checks, %d failed\n", count, failures);
+  status = run_tests(tests, n);
   uv_mutex_destroy(&log_lock);
-  return bad == 0 ? 0 : 1;
+  return status;
 }

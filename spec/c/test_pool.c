@@ -240,24 +240,16 @@ static void test_errors(void) {
 
 
 int main(void) {
-  static const struct { const char *name; void (*fn)(void); } tests[] = {
-    { "lazy start races create exactly T threads", test_race },
-    { "spawn from a script and collect results", test_spawn_and_results },
-    { "spawn after shutdown is refused", test_spawn_after_shutdown },
+  static const struct check_test tests[] = {
+    { "lazy start races create exactly T threads", test_race, NULL },
+    { "spawn from a script and collect results", test_spawn_and_results,
+      NULL },
+    { "spawn after shutdown is refused", test_spawn_after_shutdown,
+      NULL },
     { "shutdown cancels a sleeping job within the timeout",
-      test_shutdown_timeout },
-    { "100 runtimes in a row, two side by side", test_many_runtimes },
-    { "error codes and NULL arguments", test_errors },
+      test_shutdown_timeout, NULL },
+    { "100 runtimes in a row, two side by side", test_many_runtimes, NULL },
+    { "error codes and NULL arguments", test_errors, NULL },
   };
-  int n = (int)(sizeof(tests) / sizeof(tests[0])), i, before;
-
-  printf("1..%d\n", n);
-  for (i = 0; i < n; i++) {
-    before = failures;
-    tests[i].fn();
-    printf("%s %d - %s\n", failures == before ? "ok" : "not ok", i + 1,
-           tests[i].name);
-  }
-  printf("# %d checks, %d failed\n", count, failures);
-  return failures == 0 ? 0 : 1;
+  return run_tests(tests, (int)(sizeof(tests) / sizeof(tests[0])));
 }
