@@ -197,6 +197,25 @@ describe("plain messages", function()
   end)
 end)
 
+describe("job messages the workers give back for new spawns", function()
+  it("carry each new job whole, whatever size the old one was", function()
+    -- Sizes 1000..3999 in a fixed random order: a new job often lands in
+    -- the buffer of a larger one, and must not see its leftovers.
+    local function job(s, n) return #s, s:byte(1), s:byte(-1), n end
+    local rng, jobs, want = 12345, {}, {}
+    for i = 1, 3000 do
+      rng = (rng * 1103515245 + 12345) % 2147483648
+      local len = 1000 + rng % 3000
+      local s = string.char(i % 256):rep(len - 1) .. string.char(len % 256)
+      want[i] = { len, i % 256, len % 256, i }
+      jobs[i] = runtime.spawn(job, s, i)
+    end
+    for i = 1, #jobs do
+      assert.are.same(want[i], { jobs[i]:await() }, "job " .. i)
+    end
+  end)
+end)
+
 describe("a worker's reused coroutines", function()
   it("give each job the worker's globals, whatever the last job did",
      function()
@@ -309,6 +328,56 @@ describe("a spawn while another spawn's values are being copied", function()
       tostring(inner_err))
     -- And spawning works as before.
     assert.are.equal(3, runtime.spawn(function() return 3 end):await())
+  end)
+end)
+
+-- A state makes the codec's tables the first time it sends a table, and
+-- making them allocates, so a finalizer can run there.  The spawn such a
+-- finalizer made was let through, because the encoding was marked as
+-- under way only after the tables: its message went into the buffer, the
+-- outer one was written after it, and the spawner received the inner
+-- job's function and argument (`sq, 1`) instead of a worker's tables.
+-- Each fresh worker has one chance, so eight workers, ten times over.
+describe("a spawn from a finalizer while a state sends its first table",
+         function()
+  it("is refused, and the outer values arrive whole", function()
+    local path = support.script([[
+local function arm(n)
+  collectgarbage("setpause", 10)
+  local function sq(x) return x * x end
+  for i = 1, n do
+    local p = newproxy(true)
+    getmetatable(p).__gc = function() pcall(runtime.spawn, sq, i) end
+  end
+end
+local function work(v)
+  local r = {}
+  for k, x in pairs(v) do r[k] = x end
+  return r
+end
+local v = { arr = {} }
+for k = 1, 100 do v[k] = { k, tostring(k), { k * 0.5 } } end
+for k = 1, 2000 do v.arr[k] = k / 3 end
+local T, wrong = runtime.threads(), 0
+for round = 1, 3 do
+  local arms, works = {}, {}
+  for w = 1, 2 * T do arms[w] = runtime.spawn(arm, 10) end
+  for w = 1, 4 * T do works[w] = runtime.spawn(work, v) end
+  for w = 1, #works do
+    local r = works[w]:await()
+    if type(r) ~= "table" or r[100][2] ~= "100" or #r.arr ~= 2000 then
+      wrong = wrong + 1
+    end
+  end
+end
+print(wrong)
+]])
+    for run = 1, 10 do
+      local r = support.run("-t 8 " .. path, { timeout = 60 })
+      assert.are.equal(0, r.status, support.describe(r))
+      assert.are.equal("0\n", r.out, "run " .. run)
+    end
+    os.remove(path)
   end)
 end)
 

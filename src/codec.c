@@ -841,6 +841,11 @@ int nsh_codec_encode(struct nsh_ctx *c, lua_State *L, int first, int n,
     return -1;
   }
   luaL_checkstack(L, 16, "too many values to send");
+  /* Marked before the first call that can allocate (making the codec's
+   * tables, the first time): a collection there can run a finalizer
+   * that spawns, and that spawn must be refused, not write its message
+   * into the buffer this one is about to fill. */
+  c->encoding = 1;
   /* A buffer that one big message grew is given back, not kept. */
   if (c->scratch.cap > SCRATCH_KEEP)
     nsh_buf_free(&c->scratch);
@@ -863,7 +868,6 @@ int nsh_codec_encode(struct nsh_ctx *c, lua_State *L, int first, int n,
     e.objs = base + 1;
     e.dumps = base + 2;
   }
-  c->encoding = 1;
 
   if (put_varint(&e, (uint64_t)n) != 0)
     r = -1;

@@ -34,6 +34,73 @@ struct nsh_msg *nsh_msg_new(int kind, size_t len) {
 }
 
 
+/* Bounds on what a pool keeps: 64 messages of up to 16 KiB, 1 MiB. */
+#define POOL_MAX_MSGS 64
+#define POOL_MAX_BYTES (16 * 1024)
+
+struct nsh_msg *nsh_msgpool_take(struct nsh_msgpool *p, int kind,
+                                 size_t len) {
+  struct nsh_msg *m = p->own;
+
+  if (m == NULL && atomic_load_explicit(&p->given, memory_order_relaxed))
+    m = atomic_exchange_explicit(&p->given, NULL, memory_order_acquire);
+  if (m == NULL)
+    return nsh_msg_new(kind, len);
+  p->own = m->next;
+  atomic_fetch_sub_explicit(&p->ngiven, 1, memory_order_relaxed);
+  /* Messages of one function have one size; another size is a miss. */
+  if (m->cap < len || m->cap > 2 * len + 256) {
+    free(m);
+    return nsh_msg_new(kind, len);
+  }
+  m->next = NULL;
+  m->kind = kind;
+  m->status = 0;
+  m->worker = 0;
+  m->job = NULL;
+  m->len = len;
+  return m;
+}
+
+
+void nsh_msgpool_give(struct nsh_msgpool *p, struct nsh_msg *m) {
+  struct nsh_msg *head;
+
+  if (m->cap > POOL_MAX_BYTES ||
+      atomic_fetch_add_explicit(&p->ngiven, 1, memory_order_relaxed) >=
+          POOL_MAX_MSGS) {
+    if (m->cap <= POOL_MAX_BYTES)
+      atomic_fetch_sub_explicit(&p->ngiven, 1, memory_order_relaxed);
+    free(m);
+    return;
+  }
+  /* Only the owner pops, and it takes the whole stack at once, so a
+   * push cannot be fooled by a head that was popped and pushed again. */
+  head = atomic_load_explicit(&p->given, memory_order_relaxed);
+  do
+    m->next = head;
+  while (!atomic_compare_exchange_weak_explicit(&p->given, &head, m,
+                                                memory_order_release,
+                                                memory_order_relaxed));
+}
+
+
+void nsh_msgpool_free(struct nsh_msgpool *p) {
+  struct nsh_msg *m, *next;
+
+  for (m = atomic_exchange(&p->given, NULL); m != NULL; m = next) {
+    next = m->next;
+    free(m);
+  }
+  for (m = p->own; m != NULL; m = next) {
+    next = m->next;
+    free(m);
+  }
+  p->own = NULL;
+  atomic_store(&p->ngiven, 0);
+}
+
+
 static void on_readable(uv_poll_t *p, int status, int events) {
   struct nsh_inbox *ib = p->data;
   uint64_t n;

@@ -129,7 +129,7 @@ static int lspawn(lua_State *L) {
     return lua_error(L);
   }
   j = calloc(1, sizeof(*j));
-  m = nsh_msg_new(NSH_MSG_JOB, c->scratch.len);
+  m = nsh_msgpool_take(&c->msgs, NSH_MSG_JOB, c->scratch.len);
   if (j == NULL || m == NULL) {
     free(j);
     free(m);

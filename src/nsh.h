@@ -63,6 +63,25 @@ struct nsh_inbox {
 };
 
 struct nsh_msg *nsh_msg_new(int kind, size_t len);
+
+/* Job messages that have served, sent back by the workers to the context
+ * that made them, for its next spawns.  The spawning thread would
+ * otherwise take fresh memory for every job while the workers free the
+ * old, and an allocator does both slowly across threads.  Any thread
+ * gives; only the owner takes. */
+struct nsh_msgpool {
+  _Atomic(struct nsh_msg *) given;  /* a stack, pushed by any thread */
+  atomic_int ngiven;
+  struct nsh_msg *own;              /* taken from given, owner only */
+};
+
+/* A message of len bytes, from the pool when one there fits. */
+struct nsh_msg *nsh_msgpool_take(struct nsh_msgpool *p, int kind,
+                                 size_t len);
+/* Gives m back, or frees it when it is large or the pool is full. */
+void nsh_msgpool_give(struct nsh_msgpool *p, struct nsh_msg *m);
+/* Frees what the pool holds; no thread may give any more. */
+void nsh_msgpool_free(struct nsh_msgpool *p);
 int nsh_inbox_init(struct nsh_inbox *ib, uv_loop_t *loop, nsh_inbox_cb cb,
                    void *data);
 /* Wakes the consumer; async-signal-safe.  Callers that may race with
@@ -158,6 +177,7 @@ struct nsh_ctx {
   uv_loop_t loop;
   lua_State *L;
   struct nsh_inbox inbox;
+  struct nsh_msgpool msgs;  /* job messages back from the workers */
   uv_prepare_t before_poll; /* tells the inbox when the loop will wait */
   int may_wait;             /* this turn of the loop may wait */
   struct nsh_task *current; /* the task running now, if any */

@@ -405,6 +405,11 @@ void nsh_worker_job_done(struct nsh_ctx *c, struct nsh_task *t, int status) {
     lua_pushnil(L);
     m = failed_msg(c, "", t->co);
   }
+  /* Before the reply: once that is in, the spawner may close. */
+  if (t->msg != NULL) {
+    nsh_msgpool_give(&t->job->origin->msgs, t->msg);
+    t->msg = NULL;
+  }
   reply(c, t->job, m);
   unlink_task(c, t);
   nsh_task_free(c, t);
