@@ -439,6 +439,7 @@ void nshost_client_free(nshost_client_t *cl) {
     next = m->next;
     nsh_client_deliver(&cl->c, m);
   }
+  nsh_msgpool_free(&cl->c.msgs);
   if (cl->loop != NULL) {
     /* The embedder's loop frees the client when it closes the handle. */
     cl->c.inbox.poll.data = cl;
