@@ -373,7 +373,8 @@ static int submit(nshost_client_t *cl, int worker, const char *helper,
   err = nsh_wire_put(&b, NSH_WIRE_STD, helper, strlen(helper));
   if (err == 0)
     err = nsh_wire_put(&b, NSHOST_TSTRING, text, strlen(text));
-  m = err == 0 ? nsh_msgpool_take(&cl->c.msgs, NSH_MSG_JOB, b.len + (args ? args->b.len : 0))
+  m = err == 0 ? nsh_msgpool_take(&cl->c.msgs, NSH_MSG_JOB,
+                                  b.len + (args ? args->b.len : 0))
                : NULL;
   j = m != NULL ? calloc(1, sizeof(*j)) : NULL;
   if (j == NULL) {

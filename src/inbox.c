@@ -66,11 +66,13 @@ struct nsh_msg *nsh_msgpool_take(struct nsh_msgpool *p, int kind,
 void nsh_msgpool_give(struct nsh_msgpool *p, struct nsh_msg *m) {
   struct nsh_msg *head;
 
-  if (m->cap > POOL_MAX_BYTES ||
-      atomic_fetch_add_explicit(&p->ngiven, 1, memory_order_relaxed) >=
-          POOL_MAX_MSGS) {
-    if (m->cap <= POOL_MAX_BYTES)
-      atomic_fetch_sub_explicit(&p->ngiven, 1, memory_order_relaxed);
+  if (m->cap > POOL_MAX_BYTES) {
+    free(m);
+    return;
+  }
+  if (atomic_fetch_add_explicit(&p->ngiven, 1, memory_order_relaxed) >=
+      POOL_MAX_MSGS) {
+    atomic_fetch_sub_explicit(&p->ngiven, 1, memory_order_relaxed);
     free(m);
     return;
   }

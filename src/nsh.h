@@ -82,6 +82,7 @@ struct nsh_msg *nsh_msgpool_take(struct nsh_msgpool *p, int kind,
 void nsh_msgpool_give(struct nsh_msgpool *p, struct nsh_msg *m);
 /* Frees what the pool holds; no thread may give any more. */
 void nsh_msgpool_free(struct nsh_msgpool *p);
+
 int nsh_inbox_init(struct nsh_inbox *ib, uv_loop_t *loop, nsh_inbox_cb cb,
                    void *data);
 /* Wakes the consumer; async-signal-safe.  Callers that may race with
