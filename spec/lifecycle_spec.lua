@@ -169,6 +169,69 @@ print(msg)
       assert_has(r.out, "cannot await, inside a __gc finalizer, a job "
         .. "placed on this same worker (1)")
     end)
+    it("finalizers on two workers awaiting jobs on each other get an "
+       .. "error instead of waiting for ever", function()
+      -- Waits inside finalizers run no jobs, so two workers whose
+      -- finalizers awaited jobs placed on each other used to wait for
+      -- ever (this script hung in every run).  Now the second to wait
+      -- is refused; every other outcome must still be right.
+      local r = run([[
+local function arm(n)
+  collectgarbage("setpause", 10)
+  FIN = FIN or { ok = 0, wrong = 0, same = 0, cycle = 0, other = {} }
+  local function sq(x) return x * x end
+  for i = 1, n do
+    local p = newproxy(true)
+    getmetatable(p).__gc = function()
+      local ok, v = pcall(function() return runtime.spawn(sq, i):await() end)
+      if ok then
+        if v == i * i then FIN.ok = FIN.ok + 1 else FIN.wrong = FIN.wrong + 1 end
+      elseif tostring(v):find("a job placed on this same worker", 1, true) then
+        FIN.same = FIN.same + 1
+      elseif tostring(v):find("waits in a finalizer too, for a job on this "
+                              .. "worker", 1, true) then
+        FIN.cycle = FIN.cycle + 1
+      else
+        FIN.other[#FIN.other + 1] = tostring(v)
+      end
+    end
+  end
+end
+local function work(v)
+  local r = {}
+  for k, x in pairs(v) do r[k] = x end
+  return r
+end
+for round = 1, 10 do
+  local arms, works = {}, {}
+  for w = 1, 4 do arms[w] = runtime.spawn(arm, 10) end
+  for w = 1, 8 do
+    local v = { arr = {} }
+    for k = 1, 100 do v[k] = { k, tostring(k) } end
+    for k = 1, 2000 do v.arr[k] = k + w end
+    works[w] = { runtime.spawn(work, v), w }
+  end
+  for _, a in ipairs(arms) do a:await() end
+  for _, x in ipairs(works) do
+    local r = x[1]:await()
+    assert(r[100][2] == "100" and r.arr[2000] == 2000 + x[2], "wrong result")
+  end
+end
+local total = { ok = 0, wrong = 0, seen = 0 }
+for w = 1, 8 do
+  local ok, wrong, same, cycle, other = runtime.spawn(function()
+    collectgarbage()
+    return FIN.ok, FIN.wrong, FIN.same, FIN.cycle, FIN.other[1]
+  end):await()
+  assert(other == nil, other)
+  total.ok, total.wrong = total.ok + ok, total.wrong + wrong
+  total.seen = total.seen + ok + wrong + same + cycle
+end
+print(total.wrong, total.seen > 0)
+]], "--threads 2", { timeout = 60 })
+      assert.are.equal(0, r.status, support.describe(r))
+      assert.are.equal("0\ttrue\n", r.out)
+    end)
   end)
 
   describe("signals", function()

@@ -389,6 +389,7 @@ void nsh_ctx_run_ready(struct nsh_ctx *c) {
    * cut short (out of memory, a failing finalizer) left its mark. */
   if (c->wait_depth == 0) {
     c->encoding = 0;
+    atomic_store_explicit(&c->fin_wait, 0, memory_order_relaxed);
     c->dec_top = 0;
   }
   /* Only the tasks ready now: one that keeps yielding must not starve

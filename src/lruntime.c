@@ -299,18 +299,53 @@ static int wait_in_place(lua_State *L, struct nsh_ctx *c, int *flag,
 }
 
 
+/* The worker that the chain of finalizer waits starting at worker
+ * `from` comes back to c, or 0 if it ends: c waiting on `from` would
+ * then close a cycle of workers each waiting, inside a finalizer, for a
+ * job that only another of them could run. */
+static int finalizer_cycle(struct nsh_ctx *c, int from) {
+  struct nsh_ctx *w = nsh_runtime_workers(c->rt, &(int){0});
+  int id = from, n = nshost_runtime_threads(c->rt);
+
+  for (int k = 0; w != NULL && id > 0 && k < n; k++) {
+    int next = atomic_load(&w[id - 1].fin_wait);
+    if (next == c->id)
+      return id;
+    id = next;
+  }
+  return 0;
+}
+
+
 static int lwait(lua_State *L) {
   struct nsh_job *j = check_job(L, 1);
   struct nsh_ctx *c = ctx(L);
+  int other;
+
+  if (c->id == 0 || j->status != NSH_JOB_PENDING || !in_finalizer(L))
+    return wait_in_place(L, c, &j->status, NSH_JOB_PENDING);
 
   /* In a finalizer a worker runs no other job while it waits (see
-   * wait_in_place): one placed on this very worker would never run. */
-  if (c->id > 0 && j->worker == c->id && j->status == NSH_JOB_PENDING &&
-      in_finalizer(L))
+   * wait_in_place): one placed on this very worker would never run, nor
+   * would one placed on a worker that waits, in a finalizer too, for a
+   * job on this one.  The wait is published before the cycle is looked
+   * for, so of two workers closing one at once, at least one sees it. */
+  if (j->worker == c->id)
     return luaL_error(L, "cannot await, inside a __gc finalizer, a job "
                          "placed on this same worker (%d): it could not "
                          "run until the finalizer ends", c->id);
-  return wait_in_place(L, c, &j->status, NSH_JOB_PENDING);
+  atomic_store(&c->fin_wait, j->worker);
+  if ((other = finalizer_cycle(c, j->worker)) != 0) {
+    atomic_store(&c->fin_wait, 0);
+    return luaL_error(L, "cannot await, inside a __gc finalizer, a job "
+                         "placed on worker %d: worker %d waits in a "
+                         "finalizer too, for a job on this worker (%d), "
+                         "and waits in finalizers run no jobs, so both "
+                         "would wait for ever", j->worker, other, c->id);
+  }
+  wait_in_place(L, c, &j->status, NSH_JOB_PENDING);
+  atomic_store(&c->fin_wait, 0);
+  return 0;
 }
 
 

@@ -219,6 +219,8 @@ struct nsh_ctx {
   _Atomic(lua_State *) hook_L;          /* L, for other threads */
   atomic_int hook_users;    /* threads setting a hook on hook_L now */
   _Atomic(struct nsh_job *) running;    /* workers: job running now */
+  atomic_int fin_wait;      /* workers: awaiting, inside a finalizer, a
+                             * job on this worker (its id), else 0 */
   long finished;            /* workers: jobs done, not yet told to p2c */
   int wait_depth;           /* waits in place on the C stack now */
   int tabs[5];              /* registry refs of the codec's tables */
