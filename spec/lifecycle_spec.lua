@@ -234,6 +234,61 @@ print(total.wrong, total.seen > 0)
     end)
   end)
 
+  -- An error that goes through a spawn's encoding (memory running out,
+  -- a finalizer that raises) used to leave the state marked as
+  -- encoding: every later spawn from it was refused with "cannot send
+  -- values while other values are being sent".
+  describe("after an error in the middle of a spawn's encoding", function()
+    it("a worker out of memory spawns again", function()
+      local r = run([[
+local j = runtime.spawn(function()
+  local t = {}
+  for k = 1, 120000 do t[k] = { k } end
+  local ok, e = pcall(runtime.spawn, function(u) return #u end, t)
+  t = nil
+  collectgarbage()
+  local ok2, h = pcall(runtime.spawn, function() return 1 end)
+  return tostring(ok) .. " " .. tostring(e), ok2 and h:await() or h
+end)
+print(j:await())
+]], "--threads 1 --worker-memory 12", { timeout = 30 })
+      assert.are.equal(0, r.status, support.describe(r))
+      assert.are.equal("false not enough memory\t1\n", r.out)
+    end)
+
+    it("a script whose finalizer raised inside a spawn spawns again",
+       function()
+      -- Finalizers that spawn without pcall: one that runs during
+      -- another spawn is refused, and its error goes through that spawn.
+      local r = run([[
+local function arm(i)
+  local p = newproxy(true)
+  getmetatable(p).__gc = function()
+    arm(i + 1)
+    runtime.spawn(function(x) return x end, { i })
+  end
+end
+for i = 1, 10 do arm(i * 1000) end
+collectgarbage("setpause", 100)
+collectgarbage("setstepmul", 400)
+local refused, jobs = nil, {}
+for i = 1, 3000 do
+  local ok, e = pcall(function()
+    local f = load("local t, i = ... return t, i, " .. i)
+    local t = {}
+    for k = 1, 200 do t[k] = { k, i } end
+    jobs[#jobs + 1] = runtime.spawn(f, t, i)
+  end)
+  if not ok then refused = e break end
+end
+collectgarbage("stop")
+print(refused ~= nil, runtime.spawn(function() return 42 end):await())
+]], "--threads 2", { timeout = 30 })
+      assert.are.equal(0, r.status, support.describe(r))
+      assert.are.equal("true\t42\n", r.out)
+    end)
+  end)
+
   describe("signals", function()
     local waiting = [[
 print("started")

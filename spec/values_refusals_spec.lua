@@ -242,6 +242,20 @@ describe("limits", function()
     assert.are.equal(1, runtime.spawn(function() return 1 end):await())
   end)
 
+  it("names the line of the spawn when Lua code called it", function()
+    local line
+    local ok, err = pcall(function()
+      line = debug.getinfo(1, "l").currentline + 1
+      local h = runtime.spawn(function(x) return x end, newproxy())
+      return h
+    end)
+    assert.is_false(ok)
+    assert.are.equal("values_refusals_spec.lua:" .. line
+      .. ": runtime.spawn: argument #1: cannot send a userdata",
+      err:match("[^/]*$"):sub(1, #("values_refusals_spec.lua:" .. line)
+        + 52))
+  end)
+
   it("20,000 deep is refused with a clear message, no crash", function()
     local err = refusal(function(t) return t end, chain(20000))
     assert.are.equal("runtime.spawn: ", err:sub(1, 15))

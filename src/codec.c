@@ -786,11 +786,37 @@ static int encode(struct enc *e, int idx) {
 
 /* Forgets the objects of this message; the tables stay for the next. */
 static void forget(struct enc *e) {
-  for (int i = 1; i <= e->nobj; i++) {
+  int n = e->nobj;
+
+  if (e->objs != 0) {       /* else plain values: no table, no objects */
+    if (e->c->objs_left > n)
+      n = e->c->objs_left;
+    e->c->objs_left = 0;
+  }
+  for (int i = 1; i <= n; i++) {
     lua_pushnil(e->L);
     lua_rawseti(e->L, e->objs, i);
   }
   ids_reset(e->ids);
+}
+
+
+/* Runs when nsh_codec_encode's frame goes, also when a Lua error unwinds
+ * it (LuaJIT raises errors as C++-style exceptions, and this file is
+ * built with -fexceptions): an allocation failing or a finalizer raising
+ * an error in the middle of an encoding must not leave the context
+ * marked as encoding, or every later spawn from it would be refused.
+ * Only C state can be reset here; the objects the encoding anchored are
+ * let go by the next one (objs_left). */
+static void encode_unwound(struct enc **ep) {
+  struct enc *e = *ep;
+
+  if (!e->c->encoding)
+    return;                 /* it ended normally */
+  if (e->nobj > e->c->objs_left)
+    e->c->objs_left = e->nobj;
+  ids_reset(e->ids);
+  e->c->encoding = 0;
 }
 
 
@@ -860,6 +886,8 @@ int nsh_codec_encode(struct nsh_ctx *c, lua_State *L, int first, int n,
   e.what = what;
   e.why[0] = '\0';
   e.ninner = e.nouter = 0;
+  struct enc *guard __attribute__((cleanup(encode_unwound))) = &e;
+  (void)guard;
   base = lua_gettop(L);
   e.objs = e.dumps = 0;
   if (!all_plain(L, first, n)) {

@@ -123,9 +123,12 @@ static int lspawn(lua_State *L) {
   lua_setmetatable(L, -2);
 
   if (nsh_codec_encode(c, L, 1, n, "argument", 1) != 0) {
+    /* "script.lua:7: runtime.spawn: argument #2 > ...", as luaL_error
+     * would place it. */
+    luaL_where(L, 1);
     lua_pushstring(L, "runtime.spawn: ");
-    lua_insert(L, -2);
-    lua_concat(L, 2);
+    lua_pushvalue(L, -3);
+    lua_concat(L, 3);
     return lua_error(L);
   }
   j = calloc(1, sizeof(*j));

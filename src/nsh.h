@@ -194,6 +194,7 @@ struct nsh_ctx {
   struct nsh_buf scratch;   /* the encoder's buffer, reused */
   struct nsh_idmap ids;     /* the encoder's identity map, reused */
   struct nsh_idmap std;     /* the standard values: a set for the encoder */
+  int objs_left;            /* encoder: objects an error left anchored */
   int encoding;             /* an encoding is under way (or was cut
                              * short by a Lua error: see run_ready) */
   int dec_top;              /* ids in use by decodes under way (codec.c) */
