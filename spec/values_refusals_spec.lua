@@ -242,6 +242,19 @@ describe("limits", function()
     assert.are.equal(1, runtime.spawn(function() return 1 end):await())
   end)
 
+  it("says why a job's error value stays in the worker", function()
+    local ok, err = pcall(function()
+      return runtime.spawn(function()
+        error({ code = 7, u = newproxy() })
+      end):await()
+    end)
+    assert.is_false(ok)
+    assert.are.equal("(error object is a table value) (the error value "
+      .. "stays in the worker: error value #1 > key 'u': cannot send a "
+      .. "userdata (C data that only its own state knows))",
+      err:match("^[^\n]*"))
+  end)
+
   it("names the line of the spawn when Lua code called it", function()
     local line
     local ok, err = pcall(function()

@@ -193,6 +193,9 @@ static void report(lua_State *L, int has_traceback) {
 
   if (lua_isnil(L, e))
     return;
+  /* No collection while the error is described: a finalizer it ran
+   * could raise an error here, outside any protected call. */
+  lua_gc(L, LUA_GCSTOP, 0);
   lua_pushcfunction(L, describe);
   lua_pushvalue(L, e);
   if (lua_pcall(L, 1, 1, 0) != 0)
@@ -205,6 +208,7 @@ static void report(lua_State *L, int has_traceback) {
   if (has_traceback)
     fprintf(stderr, "%s\n", lua_tostring(L, e + 1));
   fflush(stderr);
+  lua_gc(L, LUA_GCRESTART, 0);
 }
 
 

@@ -127,6 +127,24 @@ static int describe_p(lua_State *L) {
 }
 
 
+/* "prefix" "description" [" (the error value ...: why)"], then what
+ * follows "stack traceback:" in tb under a heading that names the
+ * worker. */
+static void push_failure_text(lua_State *L, struct nsh_ctx *c,
+                              const char *prefix, const char *s,
+                              const char *why, const char *tb) {
+  lua_pushfstring(L, "%s%s", prefix, s);
+  if (why != NULL) {
+    lua_pushfstring(L, " (the error value stays in the worker: %s)", why);
+    lua_concat(L, 2);
+  }
+  if (tb != NULL) {
+    lua_pushfstring(L, "\nstack traceback (worker %d):%s", c->id, tb + 16);
+    lua_concat(L, 2);
+  }
+}
+
+
 static int fail_p(lua_State *L) {
   struct fail_args *a = lua_touserdata(L, 1);
   struct nsh_ctx *c = a->c;
@@ -150,19 +168,21 @@ static int fail_p(lua_State *L) {
   }
   s = lua_tostring(L, -1);
   tb = lua_tostring(L, 3);
-  /* Keep what follows "stack traceback:", under a heading that names
-   * the worker. */
-  if (tb != NULL && (tb = strstr(tb, "stack traceback:")) != NULL)
-    lua_pushfstring(L, "%s%s\nstack traceback (worker %d):%s", a->prefix, s,
-                    c->id, tb + 16);
-  else
-    lua_pushfstring(L, "%s%s", a->prefix, s);
+  if (tb != NULL)
+    tb = strstr(tb, "stack traceback:");
+  push_failure_text(L, c, a->prefix, s, NULL, tb);
   ti = lua_gettop(L);
 
   /* A value that is not a string travels too, when it can: error({code
-   * = 7}) arrives as a table.  When it cannot, the text stands alone. */
+   * = 7}) arrives as a table.  When it cannot, the text says why.  The
+   * encoding comes last: an allocation after it could run a finalizer
+   * that spawns over the scratch buffer. */
   has_value = !lua_isstring(L, 2) && !lua_isnil(L, 2) &&
               nsh_codec_encode(c, L, 2, 1, "error value", 0) == 0;
+  if (!has_value && !lua_isstring(L, 2) && !lua_isnil(L, 2)) {
+    push_failure_text(L, c, a->prefix, s, lua_tostring(L, -1), tb);
+    lua_replace(L, ti);
+  }
   lua_settop(L, ti);
   if (has_value)
     vlen = c->scratch.len;
