@@ -289,6 +289,32 @@ print(refused ~= nil, runtime.spawn(function() return 42 end):await())
     end)
   end)
 
+  describe("os.exit while jobs spawned by jobs are queued", function()
+    it("exits cleanly: no abort, no job reported out of memory",
+       function()
+      -- Workers cancelling their queued jobs reply to the workers that
+      -- spawned them; a worker that had stopped first had its inbox
+      -- destroyed under those replies (SIGABRT in about one run in
+      -- four), and jobs that shutdown's interrupt stopped while their
+      -- error was being described were reported "not enough memory".
+      for round = 1, 8 do
+        local r = run([[
+for i = 1, 3000 do
+  runtime.spawn(function(i)
+    local j = runtime.spawn(function() runtime.sleep(1) return 1 end)
+    return j:await() + i
+  end, i)
+end
+os.exit(0)
+]], "--threads 2", { timeout = 30 })
+        assert.are.equal(0, r.status, "round " .. round .. ": "
+          .. support.describe(r))
+        assert.is_nil(r.err:find("not enough memory", 1, true),
+                      "round " .. round .. ": " .. r.err:sub(1, 300))
+      end
+    end)
+  end)
+
   describe("signals", function()
     local waiting = [[
 print("started")

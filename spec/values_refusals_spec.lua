@@ -255,6 +255,15 @@ describe("limits", function()
       err:match("^[^\n]*"))
   end)
 
+  it("keeps a job's error message whole, zero bytes and all", function()
+    local ok, err = pcall(function()
+      return runtime.spawn(function() error("a\0b\0c", 0) end):await()
+    end)
+    assert.is_false(ok)
+    local want = "a\0b\0c\nstack traceback (worker "
+    assert.are.equal(want, err:sub(1, #want))
+  end)
+
   it("names the line of the spawn when Lua code called it", function()
     local line
     local ok, err = pcall(function()

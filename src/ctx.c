@@ -231,7 +231,6 @@ void nsh_ctx_close(struct nsh_ctx *c) {
   uv_run(&c->loop, UV_RUN_DEFAULT);
   uv_loop_close(&c->loop);
   nsh_buf_free(&c->scratch);
-  nsh_msgpool_free(&c->msgs);
   nsh_codec_free(c);
   free(c->ready);
   c->ready = NULL;

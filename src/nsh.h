@@ -80,7 +80,8 @@ struct nsh_msg *nsh_msgpool_take(struct nsh_msgpool *p, int kind,
                                  size_t len);
 /* Gives m back, or frees it when it is large or the pool is full. */
 void nsh_msgpool_give(struct nsh_msgpool *p, struct nsh_msg *m);
-/* Frees what the pool holds; no thread may give any more. */
+/* Frees what the pool holds; no thread may give any more (a worker's
+ * pool goes with its inbox, once every worker has stopped). */
 void nsh_msgpool_free(struct nsh_msgpool *p);
 
 int nsh_inbox_init(struct nsh_inbox *ib, uv_loop_t *loop, nsh_inbox_cb cb,

@@ -241,8 +241,10 @@ fail_threads:
     nsh_inbox_close(&w[i].inbox);
     nsh_ctx_close(&w[i]);
   }
-  for (i = 0; i < rt->threads; i++)
+  for (i = 0; i < rt->threads; i++) {
     nsh_inbox_destroy(&w[i].inbox);
+    nsh_msgpool_free(&w[i].msgs);
+  }
   free(w);
   return NULL;
 
@@ -547,7 +549,13 @@ int nshost_runtime_shutdown(nshost_runtime_t *rt, int timeout_ms) {
       continue;
     }
     uv_thread_join(&w[i].thread);
+  }
+  /* Only now that no worker runs: a worker cancelling its queued jobs
+   * replies into the inboxes of the workers that spawned them, and
+   * gives their messages back to those workers' pools. */
+  for (i = 0; i < rt->threads && stuck == 0; i++) {
     nsh_inbox_destroy(&w[i].inbox);
+    nsh_msgpool_free(&w[i].msgs);
   }
   rt->shut = 1;
   atomic_store(&rt->stuck, stuck);

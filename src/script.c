@@ -169,5 +169,6 @@ void nshost_script_free(nshost_script_t *s) {
   }
   nsh_ctx_close(c);
   nsh_inbox_destroy(&c->inbox);
+  nsh_msgpool_free(&c->msgs);
   free(s);
 }

@@ -127,21 +127,28 @@ static int describe_p(lua_State *L) {
 }
 
 
-/* "prefix" "description" [" (the error value ...: why)"], then what
- * follows "stack traceback:" in tb under a heading that names the
- * worker. */
+/* Pushes prefix, the description at index desc (kept whole: it may hold
+ * zero bytes), the reason at index why (if not 0) that the error value
+ * stays behind, and what follows "stack traceback:" in tb (if not NULL)
+ * under a heading that names the worker. */
 static void push_failure_text(lua_State *L, struct nsh_ctx *c,
-                              const char *prefix, const char *s,
-                              const char *why, const char *tb) {
-  lua_pushfstring(L, "%s%s", prefix, s);
-  if (why != NULL) {
-    lua_pushfstring(L, " (the error value stays in the worker: %s)", why);
-    lua_concat(L, 2);
+                              const char *prefix, int desc, int why,
+                              const char *tb) {
+  int n = 2;
+
+  lua_pushstring(L, prefix);
+  lua_pushvalue(L, desc);
+  if (why != 0) {
+    lua_pushliteral(L, " (the error value stays in the worker: ");
+    lua_pushvalue(L, why);
+    lua_pushliteral(L, ")");
+    n += 3;
   }
   if (tb != NULL) {
     lua_pushfstring(L, "\nstack traceback (worker %d):%s", c->id, tb + 16);
-    lua_concat(L, 2);
+    n++;
   }
+  lua_concat(L, n);
 }
 
 
@@ -150,7 +157,7 @@ static int fail_p(lua_State *L) {
   struct nsh_ctx *c = a->c;
   const char *s, *tb;
   size_t n, vlen = 0;
-  int has_value, ti;
+  int has_value, ti, desc;
   char *p;
 
   lua_settop(L, 3);
@@ -166,11 +173,11 @@ static int fail_p(lua_State *L) {
                     "failed: %s)", luaL_typename(L, 2), s ? s : "?");
     lua_remove(L, -2);
   }
-  s = lua_tostring(L, -1);
+  desc = lua_gettop(L);
   tb = lua_tostring(L, 3);
   if (tb != NULL)
     tb = strstr(tb, "stack traceback:");
-  push_failure_text(L, c, a->prefix, s, NULL, tb);
+  push_failure_text(L, c, a->prefix, desc, 0, tb);
   ti = lua_gettop(L);
 
   /* A value that is not a string travels too, when it can: error({code
@@ -180,7 +187,7 @@ static int fail_p(lua_State *L) {
   has_value = !lua_isstring(L, 2) && !lua_isnil(L, 2) &&
               nsh_codec_encode(c, L, 2, 1, "error value", 0) == 0;
   if (!has_value && !lua_isstring(L, 2) && !lua_isnil(L, 2)) {
-    push_failure_text(L, c, a->prefix, s, lua_tostring(L, -1), tb);
+    push_failure_text(L, c, a->prefix, desc, lua_gettop(L), tb);
     lua_replace(L, ti);
   }
   lua_settop(L, ti);
@@ -241,6 +248,11 @@ static struct nsh_msg *failed_msg(struct nsh_ctx *c, const char *prefix,
     c->encoding = 0;          /* an encoding there may have been cut short */
   }
   lua_pop(c->L, 2);
+  /* Once shutdown has begun, its interrupt (a hook that raises errors in
+   * any Lua code) is what stopped the description: the job is
+   * cancelled, not out of memory. */
+  if (a.out == NULL && atomic_load(&c->stopping))
+    return NULL;
   if (a.out == NULL) {
     /* Most likely out of memory: say so rather than lose the job. */
     collect(c);
