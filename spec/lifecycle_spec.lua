@@ -179,6 +179,8 @@ print(msg)
 local function arm(n)
   collectgarbage("setpause", 10)
   FIN = FIN or { ok = 0, wrong = 0, same = 0, cycle = 0, other = {} }
+  -- same: refused at once (a job on this worker, or one spawned while
+  -- another spawn was copying its values); cycle: the circle refused
   local function sq(x) return x * x end
   for i = 1, n do
     local p = newproxy(true)
@@ -191,6 +193,9 @@ local function arm(n)
       elseif tostring(v):find("waits in a finalizer too, for a job on this "
                               .. "worker", 1, true) then
         FIN.cycle = FIN.cycle + 1
+      elseif tostring(v):find("cannot send values while other values are "
+                              .. "being sent", 1, true) then
+        FIN.same = FIN.same + 1   -- ran during another spawn: refused
       else
         FIN.other[#FIN.other + 1] = tostring(v)
       end
