@@ -184,11 +184,13 @@ static int fail_p(lua_State *L) {
    * = 7}) arrives as a table.  When it cannot, the text says why.  The
    * encoding comes last: an allocation after it could run a finalizer
    * that spawns over the scratch buffer. */
-  has_value = !lua_isstring(L, 2) && !lua_isnil(L, 2) &&
-              nsh_codec_encode(c, L, 2, 1, "error value", 0) == 0;
-  if (!has_value && !lua_isstring(L, 2) && !lua_isnil(L, 2)) {
-    push_failure_text(L, c, a->prefix, desc, lua_gettop(L), tb);
-    lua_replace(L, ti);
+  has_value = 0;
+  if (!lua_isstring(L, 2) && !lua_isnil(L, 2)) {
+    has_value = nsh_codec_encode(c, L, 2, 1, "error value", 0) == 0;
+    if (!has_value) {
+      push_failure_text(L, c, a->prefix, desc, lua_gettop(L), tb);
+      lua_replace(L, ti);
+    }
   }
   lua_settop(L, ti);
   if (has_value)
